@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""The tutorial's recipe against the workshop's, trained one after the other on this CPU.
+
+    python benchmarks/cpu_training.py [--epochs N] [--tutorial-epochs N]
+
+1. Tutorial: PyTorch's "Training a Classifier" as written: its network, ToTensor + Normalize(0.5),
+   a DataLoader with batch size 4, shuffle and 2 workers, SGD lr 0.001 momentum 0.9, 2 epochs.
+2. Workshop: lesson 05's recipe from notebooks/workshop.py: WorkshopNet, the training set held as
+   one tensor, batch 256, flips and shifts, label smoothing, Nesterov SGD with a one-cycle
+   schedule, channels_last memory, bfloat16 autocast where the CPU computes it natively.
+
+Training seconds cover the training loop only (not reading the files, not testing); accuracy is
+on the 10,000 test images. The last line printed is one JSON object with both results and
+time_ratio = workshop_s / tutorial_s. Runs on the CPU whatever GPU the machine has.
+Data: $CIFAR10_ROOT, else the repo's data/ (see README.md).
+"""
+import argparse
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torchvision
+import torchvision.transforms as transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "notebooks"))
+import workshop  # noqa: E402
+
+
+def seed_everything(seed):
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def tutorial(root, epochs):
+    """The tutorial's code, unchanged but for the seed and the timer."""
+    seed_everything(0)
+    transform = transforms.Compose([transforms.ToTensor(),
+                                    transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    trainset = torchvision.datasets.CIFAR10(root=root, train=True, download=False, transform=transform)
+    trainloader = torch.utils.data.DataLoader(trainset, batch_size=4, shuffle=True, num_workers=2)
+    testset = torchvision.datasets.CIFAR10(root=root, train=False, download=False, transform=transform)
+    testloader = torch.utils.data.DataLoader(testset, batch_size=4, shuffle=False, num_workers=2)
+    net = workshop.TutorialNet()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        for inputs, labels in trainloader:
+            optimizer.zero_grad()
+            loss = criterion(net(inputs), labels)
+            loss.backward()
+            optimizer.step()
+    seconds = time.perf_counter() - start
+    correct = total = 0
+    with torch.no_grad():
+        for images, labels in testloader:
+            correct += (net(images).argmax(1) == labels).sum().item()
+            total += labels.size(0)
+    return seconds, correct / total
+
+
+def workshop_recipe(root, epochs):
+    """Lesson 05's recipe, through the same functions the lesson runs."""
+    seed_everything(0)
+    recipe = dict(workshop.RECIPE, epochs=epochs)
+    train_images, train_labels = workshop.load_cifar10_tensors(root, train=True)
+    test_images, test_labels = workshop.load_cifar10_tensors(root, train=False)
+    dtype = workshop.cpu_autocast_dtype()
+    start = time.perf_counter()
+    model = workshop.WorkshopNet().to(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(0)
+    steps = epochs * (len(train_images) // recipe["batch_size"])
+    optimizer, scheduler = workshop.make_optimizer(model, steps, recipe)
+    for epoch in range(epochs):
+        workshop.train_epoch(model, train_images, train_labels, optimizer, scheduler, generator,
+                             recipe["batch_size"], dtype)
+    seconds = time.perf_counter() - start
+    acc = workshop.accuracy(workshop.predict(model, test_images, autocast_dtype=dtype), test_labels)
+    return seconds, acc, dtype
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=workshop.RECIPE["epochs"])
+    parser.add_argument("--tutorial-epochs", type=int, default=2)
+    args = parser.parse_args()
+    root = workshop.find_cifar10(download=False)
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+
+    t_s, t_acc = tutorial(root, args.tutorial_epochs)
+    print(f"tutorial: {args.tutorial_epochs} epochs in {t_s:.1f} s "
+          f"({50000 * args.tutorial_epochs / t_s:.0f} images/s), test accuracy {t_acc:.4f}")
+    w_s, w_acc, dtype = workshop_recipe(root, args.epochs)
+    print(f"workshop: {args.epochs} epochs in {w_s:.1f} s "
+          f"({50000 * args.epochs / w_s:.0f} images/s, autocast {dtype}), test accuracy {w_acc:.4f}")
+    print(json.dumps({"tutorial_s": round(t_s, 2), "tutorial_acc": round(t_acc, 4),
+                      "workshop_s": round(w_s, 2), "workshop_acc": round(w_acc, 4),
+                      "time_ratio": round(w_s / t_s, 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""The workshop's shared code: what later lessons and the benchmarks reuse.
+
+Every piece here is written out and explained in full in the lesson named beside it;
+this module only keeps one copy, so that the lessons and the benchmarks run exactly the
+same code (tests/test_workshop.py checks the copies in the lessons against this file).
+
+    Data location and checks   lesson 00 and 02   data_root, find_cifar10, WorkshopError
+    Device choice              lesson 00          pick_device
+    CIFAR-10 as tensors        lesson 05          load_cifar10_tensors, normalize, augment
+    The networks               lesson 03          TutorialNet, WorkshopNet
+    The training recipe        lesson 05          RECIPE, make_optimizer, train_step, evaluate
+
+Plain PyTorch only; nothing here is needed to follow a lesson.
+"""
+import hashlib
+import json
+import os
+import pickle
+import socket
+import tarfile
+import tempfile
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+REPO = Path(__file__).resolve().parent.parent
+BATCHES = "cifar-10-batches-py"
+ARCHIVE = "cifar-10-python.tar.gz"
+LOCAL_SUMS = "cifar10-local-md5.json"   # written beside the offline test copy by make_cifar10.py
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+           "dog", "frog", "horse", "ship", "truck")
+
+
+# ----------------------------------------------------------------------------- errors
+
+class WorkshopError(RuntimeError):
+    """A problem with a known fix. Jupyter shows only this message, not a traceback."""
+
+    def _render_traceback_(self):          # IPython calls this instead of printing a traceback
+        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
+
+
+# ----------------------------------------------------------------------------- data
+
+def data_root():
+    """The folder that holds (or will hold) cifar-10-batches-py/: $CIFAR10_ROOT, else the repo's data/."""
+    return Path(os.environ.get("CIFAR10_ROOT") or REPO / "data").expanduser()
+
+
+def md5sum(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# torchvision's built-in checksums for the official batch files, read before anything changes them
+OFFICIAL_SUMS = dict(torchvision.datasets.CIFAR10.train_list + torchvision.datasets.CIFAR10.test_list)
+
+
+def _check_files(folder, sums, what):
+    for name, expected in sums.items():
+        path = folder / name
+        if not path.exists():
+            raise WorkshopError(
+                f"{path} is missing, so the CIFAR-10 folder is incomplete ({what}). "
+                f"Delete the folder {folder} and run again to fetch a fresh copy.")
+        if md5sum(path) != expected:
+            raise WorkshopError(
+                f"{path} is corrupted or truncated: its checksum does not match ({what}). "
+                f"Delete it, or the whole folder {folder}, and run again to fetch a fresh copy; "
+                f"offline, put the official {ARCHIVE} in {folder.parent} first.")
+
+
+def _use_local_copy(root):
+    """The offline test copy: verify it against the sums written beside it, then tell torchvision.
+
+    The copy's pixels are a JPEG re-encoding of CIFAR-10, so its files cannot match the official
+    checksums. After every file has matched cifar10-local-md5.json, torchvision's CIFAR10 class is
+    given those sums, so that it still verifies every file it loads. Only a folder with that json
+    beside it is treated this way; the official data keeps torchvision's own checksums.
+    """
+    sums = json.loads((root / LOCAL_SUMS).read_text())
+    _check_files(root / BATCHES, sums, "offline copy, checked against " + LOCAL_SUMS)
+    cls = torchvision.datasets.CIFAR10
+    cls.train_list = [[name, sums[name]] for name, _ in cls.train_list]
+    cls.test_list = [[name, sums[name]] for name, _ in cls.test_list]
+    return "offline copy (JPEG re-encoded), checksums verified"
+
+
+def _writable(root):
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as err:
+        raise WorkshopError(
+            f"The data folder {root} cannot be written ({err.strerror}), so CIFAR-10 cannot be "
+            f"saved there. Set CIFAR10_ROOT to a folder you can write (or one that already holds "
+            f"{BATCHES}/), then restart the kernel.") from None
+
+
+def _extract(archive, root):
+    if md5sum(archive) != torchvision.datasets.CIFAR10.tgz_md5:
+        raise WorkshopError(
+            f"{archive} is corrupted or truncated: its checksum does not match the official one. "
+            f"Delete it and run again to download it (163 MB), or copy a good one in its place.")
+    _writable(root)
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):          # Python 3.11.4+: refuse unsafe paths
+            tar.extractall(root, filter="data")
+        else:
+            tar.extractall(root)
+
+
+def _download(root):
+    _writable(root)
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)            # a blocked network fails in seconds, not never
+    try:
+        torchvision.datasets.CIFAR10(root=root, train=True, download=True)
+    except (urllib.error.URLError, OSError) as err:
+        raise WorkshopError(
+            f"CIFAR-10 is not in {root} and could not be downloaded ({err}). Connect to the "
+            f"internet and run again; or, offline, copy the official {ARCHIVE} (163 MB) into "
+            f"{root}; or set CIFAR10_ROOT to a folder that holds {BATCHES}/.") from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def find_cifar10(root=None, download=True, quiet=False):
+    """Make sure CIFAR-10 is in `root` (default: data_root()) and verified; return the folder.
+
+    In order: the offline test copy (verified against its own checksums); the official batch
+    files (verified against torchvision's); the official archive placed in the folder (verified,
+    then unpacked, no download); a download through torchvision (which verifies it too).
+    Every failure raises WorkshopError with what happened and what to do.
+    """
+    root = Path(root) if root is not None else data_root()
+    batches = root / BATCHES
+    if (root / LOCAL_SUMS).exists() and batches.exists():
+        source = _use_local_copy(root)
+    elif batches.exists():
+        _check_files(batches, OFFICIAL_SUMS, "official CIFAR-10")
+        source = "official files, checksums verified"
+    elif (root / ARCHIVE).exists():
+        _extract(root / ARCHIVE, root)
+        _check_files(batches, OFFICIAL_SUMS, "official CIFAR-10")
+        source = f"unpacked from the {ARCHIVE} found there, checksums verified"
+    elif download:
+        _download(root)
+        source = "downloaded, checksums verified"
+    else:
+        raise WorkshopError(f"CIFAR-10 is not in {root}. Run `python3 run.py data` to fetch it, "
+                            f"or set CIFAR10_ROOT to a folder that holds {BATCHES}/.")
+    if not quiet:
+        print(f"CIFAR-10 ready in {root}: {source}")
+    return root
+
+
+# ----------------------------------------------------------------------------- device (lesson 00)
+
+def pick_device():
+    """CUDA if present, else Apple's MPS, else the CPU; returns (device, reason)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), f"CUDA GPU: {torch.cuda.get_device_name(0)}"
+    if torch.backends.mps.is_available():
+        return torch.device("mps"), "Apple GPU through Metal (MPS)"
+    return torch.device("cpu"), "no CUDA or MPS GPU found, so the CPU"
+
+
+def cpu_autocast_dtype():
+    """torch.bfloat16 where this CPU computes it natively (AVX512-BF16, AMX, Arm BF16), else None."""
+    try:
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+# ----------------------------------------------------------------------------- networks (lesson 03)
+
+class TutorialNet(nn.Module):
+    """The network of PyTorch's "Training a Classifier" tutorial: 62,006 parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 5)        # (N, 3, 32, 32) -> (N, 6, 28, 28)
+        self.pool = nn.MaxPool2d(2, 2)         # halves height and width
+        self.conv2 = nn.Conv2d(6, 16, 5)       # (N, 6, 14, 14) -> (N, 16, 10, 10)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)           # one score (logit) per class
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+def conv_bn(c_in, c_out):
+    """3x3 convolution (padding 1 keeps height and width), batch normalisation, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class WorkshopNet(nn.Module):
+    """The workshop's network: four conv-BN-ReLU blocks, 32 -> 256 channels, 391,114 parameters."""
+
+    def __init__(self, widths=(32, 64, 128, 256), num_classes=10):
+        super().__init__()
+        w1, w2, w3, w4 = widths
+        self.block1 = conv_bn(3, w1)           # (N, 3, 32, 32) -> (N, 32, 32, 32)
+        self.block2 = conv_bn(w1, w2)          # after pooling: (N, 64, 16, 16)
+        self.block3 = conv_bn(w2, w3)          # after pooling: (N, 128, 8, 8)
+        self.block4 = conv_bn(w3, w4)          # after pooling: (N, 256, 4, 4)
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(w4, num_classes)
+
+    def forward(self, x):
+        x = self.pool(self.block1(x))
+        x = self.pool(self.block2(x))
+        x = self.pool(self.block3(x))
+        x = self.block4(x)
+        x = torch.amax(x, dim=(2, 3))          # global max-pool: (N, 256, 4, 4) -> (N, 256)
+        return self.head(x)
+
+
+# ----------------------------------------------------------------------------- data as tensors (lesson 05)
+
+# Per-channel mean and standard deviation of the official training images (lesson 02 computes them)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def load_cifar10_tensors(root, train):
+    """The whole split as tensors: images (N, 3, 32, 32) uint8 and labels (N,) int64."""
+    dataset = torchvision.datasets.CIFAR10(root=root, train=train, download=False)
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)     # NHWC -> NCHW
+    labels = torch.tensor(dataset.targets)
+    return images, labels
+
+
+def normalize(images):
+    """uint8 images -> float32, scaled to [0, 1], normalised per channel, in channels_last memory."""
+    mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1)
+    x = (images.float() / 255 - mean) / std
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def augment(images, generator, pad=2):
+    """Random translation by up to `pad` pixels (one shift per batch) and a random flip per image."""
+    shifted = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
+    images = shifted[:, :, dy:dy + 32, dx:dx + 32]
+    flip = torch.rand(len(images), generator=generator) < 0.5
+    flip = flip.to(images.device).view(-1, 1, 1, 1)
+    return torch.where(flip, images.flip(3), images).contiguous(memory_format=torch.channels_last)
+
+
+# ----------------------------------------------------------------------------- the recipe (lesson 05)
+
+RECIPE = dict(
+    epochs=5,               # passes over the 50,000 training images
+    batch_size=256,         # images per step: 195 steps per epoch
+    lr=0.2,                 # peak learning rate of the one-cycle schedule
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=5e-4,
+    label_smoothing=0.1,    # aim for 0.9 on the right class, not 1.0
+    warmup=0.25,            # fraction of the steps spent raising the learning rate
+)
+
+
+def make_optimizer(model, steps, recipe=RECIPE):
+    """Nesterov SGD with weight decay, and a one-cycle schedule: linear warm-up, then linear decay."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
+                                nesterov=recipe["nesterov"], weight_decay=recipe["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe["lr"], total_steps=steps,
+        pct_start=recipe["warmup"], anneal_strategy="linear")
+    return optimizer, scheduler
+
+
+def train_step(model, images, labels, optimizer, scheduler, autocast_dtype=None):
+    """One step on one batch: forward, loss, backward, update. Returns the loss as a float."""
+    with torch.autocast(images.device.type, dtype=autocast_dtype,
+                        enabled=autocast_dtype is not None):
+        scores = model(images)
+        loss = F.cross_entropy(scores, labels, label_smoothing=RECIPE["label_smoothing"])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
+def train_epoch(model, images, labels, optimizer, scheduler, generator,
+                batch_size=RECIPE["batch_size"], autocast_dtype=None, progress=None):
+    """One pass over the training set in a new random order; returns the mean loss."""
+    model.train()
+    order = torch.randperm(len(images), generator=generator)
+    losses = []
+    for start in range(0, len(images) - batch_size + 1, batch_size):
+        batch = order[start:start + batch_size]
+        x = augment(normalize(images[batch]), generator)
+        losses.append(train_step(model, x, labels[batch], optimizer, scheduler, autocast_dtype))
+        if progress is not None:
+            progress.update(1)
+    return sum(losses) / len(losses)
+
+
+@torch.no_grad()
+def predict(model, images, batch_size=1000, autocast_dtype=None):
+    """The model's scores (logits, float32) for every image, computed in eval mode."""
+    model.eval()
+    scores = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(images[start:start + batch_size])
+        with torch.autocast(x.device.type, dtype=autocast_dtype,
+                            enabled=autocast_dtype is not None):
+            scores.append(model(x).float())
+    return torch.cat(scores)
+
+
+def accuracy(scores, labels):
+    """Fraction of rows whose highest score is the right class."""
+    return (scores.argmax(dim=1) == labels.to(scores.device)).float().mean().item()
+
+
+def fit(model, train_data, test_data, recipe=RECIPE, seed=0, autocast_dtype=None, progress=None):
+    """Lesson 05's training loop: the recipe's epochs, a test accuracy after each.
+
+    train_data and test_data are (images uint8, labels) pairs on the model's device.
+    Returns {"train_loss": [...], "test_acc": [...]} with one entry per epoch.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = len(train_data[0]) // recipe["batch_size"]
+    optimizer, scheduler = make_optimizer(model, recipe["epochs"] * steps_per_epoch, recipe)
+    history = {"train_loss": [], "test_acc": []}
+    for epoch in range(recipe["epochs"]):
+        loss = train_epoch(model, *train_data, optimizer, scheduler, generator,
+                           recipe["batch_size"], autocast_dtype, progress)
+        history["train_loss"].append(loss)
+        history["test_acc"].append(accuracy(predict(model, test_data[0], autocast_dtype=autocast_dtype),
+                                            test_data[1]))
+    return history

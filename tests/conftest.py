@@ -1,0 +1,47 @@
+"""Test set-up: find or build CIFAR-10 offline before any test or notebook runs.
+
+Where the data comes from, first match wins:
+  1. $CIFAR10_ROOT, if set (it must already hold the data);
+  2. the offline copy built by ../shared/cifar10/make_cifar10.py into data/offline-copy/
+     (the workshop's CI, and any machine with shared/ beside the repo);
+  3. the repo's data/ folder (a learner who ran `python3 run.py data` once).
+The tests never download. The chosen folder is exported as CIFAR10_ROOT, so the notebook
+kernels that nbval starts use it too.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MAKER = REPO.parent / "shared" / "cifar10" / "make_cifar10.py"
+sys.path.insert(0, str(REPO / "notebooks"))
+
+import workshop  # noqa: E402
+
+
+def pytest_configure(config):
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    if os.environ.get("CIFAR10_ROOT"):
+        root = Path(os.environ["CIFAR10_ROOT"])
+    elif MAKER.exists():
+        root = REPO / "data" / "offline-copy"
+        subprocess.run([sys.executable, str(MAKER), str(root)], check=True,
+                       stdout=subprocess.DEVNULL)
+    else:
+        root = REPO / "data"
+    try:
+        workshop.find_cifar10(root, download=False, quiet=True)
+    except workshop.WorkshopError as err:
+        pytest.exit(f"The tests need CIFAR-10 and never download it: {err}", returncode=1)
+    os.environ["CIFAR10_ROOT"] = str(root)
+    # the notebook kernels import workshop.py from notebooks/, as a learner's kernel does
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO / "notebooks"), os.environ.get("PYTHONPATH")) if p)
+
+
+@pytest.fixture(scope="session")
+def cifar10_root():
+    return Path(os.environ["CIFAR10_ROOT"])

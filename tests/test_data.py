@@ -1,0 +1,143 @@
+"""Every way the data can be missing or broken gives a short message that says what to do.
+
+None of these tests touches the network: downloads are made to fail in-process.
+"""
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+import torchvision
+from nbclient import NotebookClient
+
+import workshop
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+@pytest.fixture
+def official_checksums(monkeypatch):
+    """torchvision's CIFAR10 as a learner's process has it, before any offline copy was used."""
+    cls = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(cls, "train_list", [[n, workshop.OFFICIAL_SUMS[n]] for n, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [[n, workshop.OFFICIAL_SUMS[n]] for n, _ in cls.test_list])
+
+
+def copy_of(src_root, dest_root, with_sums=True):
+    """A private copy of the offline data (hard links where possible: it is 180 MB)."""
+    (dest_root / workshop.BATCHES).mkdir(parents=True)
+    for name in FILES:
+        src, dst = src_root / workshop.BATCHES / name, dest_root / workshop.BATCHES / name
+        try:
+            dst.hardlink_to(src)
+        except OSError:
+            shutil.copy(src, dst)
+    if with_sums:
+        shutil.copy(src_root / workshop.LOCAL_SUMS, dest_root / workshop.LOCAL_SUMS)
+    return dest_root
+
+
+def damage(path, how):
+    data = path.read_bytes()
+    path.unlink()                       # never write through a hard link into the shared copy
+    path.write_bytes(data[: len(data) // 2] if how == "truncate" else data[:-100] + b"\0" * 100)
+
+
+def test_the_test_data_is_found_and_verified(cifar10_root):
+    assert workshop.find_cifar10(cifar10_root, download=False, quiet=True) == cifar10_root
+
+
+def test_no_data_and_no_network(tmp_path, no_network, official_checksums):
+    with pytest.raises(workshop.WorkshopError) as err:
+        workshop.find_cifar10(tmp_path / "data", quiet=True)
+    message = str(err.value)
+    assert "could not be downloaded" in message
+    assert workshop.ARCHIVE in message and "CIFAR10_ROOT" in message
+
+
+def test_no_data_and_download_off(tmp_path):
+    with pytest.raises(workshop.WorkshopError, match="run.py data"):
+        workshop.find_cifar10(tmp_path, download=False, quiet=True)
+
+
+@pytest.mark.parametrize("how", ["truncate", "corrupt"])
+def test_damaged_batch_file_is_named(cifar10_root, tmp_path, how):
+    root = copy_of(cifar10_root, tmp_path)
+    damage(root / workshop.BATCHES / "data_batch_3", how)
+    with pytest.raises(workshop.WorkshopError, match=r"data_batch_3 is corrupted or truncated"):
+        workshop.find_cifar10(root, quiet=True)
+
+
+def test_missing_batch_file_is_named(cifar10_root, tmp_path):
+    root = copy_of(cifar10_root, tmp_path)
+    (root / workshop.BATCHES / "test_batch").unlink()
+    with pytest.raises(workshop.WorkshopError, match=r"test_batch is missing"):
+        workshop.find_cifar10(root, quiet=True)
+
+
+def test_offline_copy_is_not_accepted_as_official_data(cifar10_root, tmp_path, official_checksums):
+    """Without its checksum file, the re-encoded copy fails torchvision's official checksums."""
+    root = copy_of(cifar10_root, tmp_path, with_sums=False)
+    with pytest.raises(workshop.WorkshopError, match="corrupted or truncated"):
+        workshop.find_cifar10(root, quiet=True)
+    with pytest.raises(RuntimeError, match="not found or corrupted"):
+        torchvision.datasets.CIFAR10(root, train=False)
+
+
+def test_data_folder_that_cannot_be_written(tmp_path, no_network):
+    # /proc refuses new folders even to root, for whom chmod-ed folders stay writable
+    with pytest.raises(workshop.WorkshopError, match="cannot be written.*CIFAR10_ROOT"):
+        workshop.find_cifar10("/proc/workshop-data", quiet=True)
+
+
+def make_archive(cifar10_root, path):
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        tar.add(cifar10_root / workshop.BATCHES, arcname=workshop.BATCHES)
+    return path
+
+
+def test_archive_placed_offline_is_verified_and_unpacked(cifar10_root, tmp_path, no_network,
+                                                         monkeypatch):
+    """A classroom without internet: the archive in the data folder is used, not downloaded."""
+    archive = make_archive(cifar10_root, tmp_path / workshop.ARCHIVE)
+    local = {n: workshop.md5sum(cifar10_root / workshop.BATCHES / n) for n in FILES}
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", workshop.md5sum(archive))
+    monkeypatch.setattr(workshop, "OFFICIAL_SUMS", {n: local[n] for n in workshop.OFFICIAL_SUMS})
+    assert workshop.find_cifar10(tmp_path, quiet=True) == tmp_path
+    assert (tmp_path / workshop.BATCHES / "test_batch").exists()
+
+
+def test_corrupted_archive_is_refused(cifar10_root, tmp_path, no_network):
+    archive = make_archive(cifar10_root, tmp_path / workshop.ARCHIVE)
+    damage(archive, "truncate")
+    with pytest.raises(workshop.WorkshopError, match="cifar-10-python.tar.gz is corrupted"):
+        workshop.find_cifar10(tmp_path, quiet=True)
+    assert not (tmp_path / workshop.BATCHES).exists()
+
+
+def test_a_lesson_shows_the_message_not_a_traceback(cifar10_root, tmp_path, monkeypatch):
+    """Lesson 02 run on a damaged folder stops at its data cell with one readable line."""
+    root = copy_of(cifar10_root, tmp_path)
+    damage(root / workshop.BATCHES / "data_batch_1", "truncate")
+    monkeypatch.setenv("CIFAR10_ROOT", str(root))
+    nb = nbformat.read(NOTEBOOKS / "02-data.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, allow_errors=True,
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
+    assert errors, "the damaged data went unnoticed"
+    first = errors[0]
+    assert first.ename == "WorkshopError"
+    assert len(first.traceback) == 1, "\n".join(first.traceback)
+    assert "data_batch_1 is corrupted or truncated" in first.traceback[0]

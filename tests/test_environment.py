@@ -1,0 +1,49 @@
+"""requirements.txt and environment.yml must install the same packages at the same versions."""
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pins_in_requirements():
+    lines = (REPO / "requirements.txt").read_text().splitlines()
+    return sorted(l.strip() for l in lines if l.strip() and not l.lstrip().startswith("#"))
+
+
+def pins_in_environment():
+    text = (REPO / "environment.yml").read_text()
+    pip_section = text.split("- pip:", 1)[1]
+    return sorted(re.findall(r"^\s+-\s+(\S+==\S+)\s*$", pip_section, flags=re.M))
+
+
+def test_requirements_are_all_pinned():
+    pins = pins_in_requirements()
+    assert pins, "requirements.txt lists no package"
+    loose = [p for p in pins if not re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][\w.]*", p)]
+    assert not loose, f"pin these to one version with ==: {loose}"
+
+
+def test_environment_yml_matches_requirements():
+    assert pins_in_environment() == pins_in_requirements(), (
+        "environment.yml's pip section and requirements.txt differ; change both together")
+
+
+def test_environment_yml_uses_conda_forge_and_python_311():
+    text = (REPO / "environment.yml").read_text()
+    assert re.search(r"^channels:\s*\n\s+-\s+conda-forge\s*$", text, flags=re.M)
+    assert re.search(r"^\s+-\s+python=3\.11\s*$", text, flags=re.M)
+
+
+def test_torch_pins_are_the_workshop_versions():
+    pins = dict(p.split("==") for p in pins_in_requirements())
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+
+
+def test_installed_versions_match_the_pins():
+    """The environment running the tests is the one the README builds."""
+    from importlib.metadata import version
+    pins = dict(p.split("==") for p in pins_in_requirements())
+    wrong = {name: (version(name), want) for name, want in pins.items()
+             if version(name).split("+")[0] != want}
+    assert not wrong, f"installed (got, wanted): {wrong}; run `python3 run.py test` to reinstall"
