@@ -38,12 +38,13 @@ def seed_everything(seed):
     np.random.seed(seed)
 
 
-def tutorial(root, epochs):
-    """The tutorial's code, unchanged but for the seed and the timer."""
+def tutorial(root, epochs, n_train=50000):
+    """The tutorial's code, unchanged but for the seed, the timer and an optional subset."""
     seed_everything(0)
     transform = transforms.Compose([transforms.ToTensor(),
                                     transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
     trainset = torchvision.datasets.CIFAR10(root=root, train=True, download=False, transform=transform)
+    trainset = torch.utils.data.Subset(trainset, range(n_train))
     trainloader = torch.utils.data.DataLoader(trainset, batch_size=4, shuffle=True, num_workers=2)
     testset = torchvision.datasets.CIFAR10(root=root, train=False, download=False, transform=transform)
     testloader = torch.utils.data.DataLoader(testset, batch_size=4, shuffle=False, num_workers=2)
@@ -66,11 +67,12 @@ def tutorial(root, epochs):
     return seconds, correct / total
 
 
-def workshop_recipe(root, epochs):
+def workshop_recipe(root, epochs, n_train=50000):
     """Lesson 05's recipe, through the same functions the lesson runs."""
     seed_everything(0)
     recipe = dict(workshop.RECIPE, epochs=epochs)
     train_images, train_labels = workshop.load_cifar10_tensors(root, train=True)
+    train_images, train_labels = train_images[:n_train], train_labels[:n_train]
     test_images, test_labels = workshop.load_cifar10_tensors(root, train=False)
     dtype = workshop.cpu_autocast_dtype()
     start = time.perf_counter()
@@ -83,6 +85,7 @@ def workshop_recipe(root, epochs):
                              recipe["batch_size"], dtype)
     seconds = time.perf_counter() - start
     acc = workshop.accuracy(workshop.predict(model, test_images, autocast_dtype=dtype), test_labels)
+    global LAST_MODEL; LAST_MODEL = model
     return seconds, acc, dtype
 
 
@@ -90,17 +93,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=workshop.RECIPE["epochs"])
     parser.add_argument("--tutorial-epochs", type=int, default=2)
+    parser.add_argument("--train-images", type=int, default=50000,
+                        help="train on the first N images only (a quick smoke test)")
     args = parser.parse_args()
+    n = args.train_images
     root = workshop.find_cifar10(download=False)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
 
-    t_s, t_acc = tutorial(root, args.tutorial_epochs)
+    t_s, t_acc = tutorial(root, args.tutorial_epochs, n)
     print(f"tutorial: {args.tutorial_epochs} epochs in {t_s:.1f} s "
-          f"({50000 * args.tutorial_epochs / t_s:.0f} images/s), test accuracy {t_acc:.4f}")
-    w_s, w_acc, dtype = workshop_recipe(root, args.epochs)
+          f"({n * args.tutorial_epochs / t_s:.0f} images/s), test accuracy {t_acc:.4f}")
+    w_s, w_acc, dtype = workshop_recipe(root, args.epochs, n)
     print(f"workshop: {args.epochs} epochs in {w_s:.1f} s "
-          f"({50000 * args.epochs / w_s:.0f} images/s, autocast {dtype}), test accuracy {w_acc:.4f}")
+          f"({n * args.epochs / w_s:.0f} images/s, autocast {dtype}), test accuracy {w_acc:.4f}")
     print(json.dumps({"tutorial_s": round(t_s, 2), "tutorial_acc": round(t_acc, 4),
                       "workshop_s": round(w_s, 2), "workshop_acc": round(w_acc, 4),
                       "time_ratio": round(w_s / t_s, 3)}))

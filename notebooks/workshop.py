@@ -200,8 +200,7 @@ class TutorialNet(nn.Module):
     def forward(self, x):
         x = self.pool(F.relu(self.conv1(x)))
         x = self.pool(F.relu(self.conv2(x)))
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc1(torch.flatten(x, 1)))
         x = F.relu(self.fc2(x))
         return self.fc3(x)
 
@@ -216,24 +215,22 @@ def conv_bn(c_in, c_out):
 
 
 class WorkshopNet(nn.Module):
-    """The workshop's network: four conv-BN-ReLU blocks, 32 -> 256 channels, 391,114 parameters."""
+    """The workshop's network: four conv-BN-ReLU blocks, 32 -> 256 channels, 391,466 parameters."""
 
     def __init__(self, widths=(32, 64, 128, 256), num_classes=10):
         super().__init__()
-        w1, w2, w3, w4 = widths
-        self.block1 = conv_bn(3, w1)           # (N, 3, 32, 32) -> (N, 32, 32, 32)
-        self.block2 = conv_bn(w1, w2)          # after pooling: (N, 64, 16, 16)
-        self.block3 = conv_bn(w2, w3)          # after pooling: (N, 128, 8, 8)
-        self.block4 = conv_bn(w3, w4)          # after pooling: (N, 256, 4, 4)
+        self.block1 = conv_bn(3, widths[0])            # (N, 3, 32, 32) -> (N, 32, 32, 32)
+        self.block2 = conv_bn(widths[0], widths[1])    # after pooling: (N, 64, 16, 16)
+        self.block3 = conv_bn(widths[1], widths[2])    # after pooling: (N, 128, 8, 8)
+        self.block4 = conv_bn(widths[2], widths[3])    # after pooling: (N, 256, 4, 4)
         self.pool = nn.MaxPool2d(2)
-        self.head = nn.Linear(w4, num_classes)
+        self.head = nn.Linear(widths[3], num_classes)
 
     def forward(self, x):
         x = self.pool(self.block1(x))
         x = self.pool(self.block2(x))
         x = self.pool(self.block3(x))
-        x = self.block4(x)
-        x = torch.amax(x, dim=(2, 3))          # global max-pool: (N, 256, 4, 4) -> (N, 256)
+        x = torch.amax(self.block4(x), dim=(2, 3))     # global max-pool: (N, 256, 4, 4) -> (N, 256)
         return self.head(x)
 
 
@@ -246,6 +243,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 def load_cifar10_tensors(root, train):
     """The whole split as tensors: images (N, 3, 32, 32) uint8 and labels (N,) int64."""
+    find_cifar10(root, download=False, quiet=True)          # a clear message if it is not there
     dataset = torchvision.datasets.CIFAR10(root=root, train=train, download=False)
     images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)     # NHWC -> NCHW
     labels = torch.tensor(dataset.targets)
@@ -273,7 +271,7 @@ def augment(images, generator, pad=2):
 # ----------------------------------------------------------------------------- the recipe (lesson 05)
 
 RECIPE = dict(
-    epochs=5,               # passes over the 50,000 training images
+    epochs=4,               # passes over the 50,000 training images
     batch_size=256,         # images per step: 195 steps per epoch
     lr=0.2,                 # peak learning rate of the one-cycle schedule
     momentum=0.9,
@@ -324,14 +322,14 @@ def train_epoch(model, images, labels, optimizer, scheduler, generator,
 
 @torch.no_grad()
 def predict(model, images, batch_size=1000, autocast_dtype=None):
-    """The model's scores (logits, float32) for every image, computed in eval mode."""
+    """The model's scores (logits, float32) for every image, averaged with its mirror image."""
     model.eval()
     scores = []
     for start in range(0, len(images), batch_size):
         x = normalize(images[start:start + batch_size])
         with torch.autocast(x.device.type, dtype=autocast_dtype,
                             enabled=autocast_dtype is not None):
-            scores.append(model(x).float())
+            scores.append(((model(x) + model(x.flip(3))) / 2).float())
     return torch.cat(scores)
 
 
@@ -357,3 +355,29 @@ def fit(model, train_data, test_data, recipe=RECIPE, seed=0, autocast_dtype=None
         history["test_acc"].append(accuracy(predict(model, test_data[0], autocast_dtype=autocast_dtype),
                                             test_data[1]))
     return history
+
+
+# ----------------------------------------------------------------------------- checkpoints (lesson 05)
+
+CHECKPOINT = REPO / "checkpoints" / "workshop_net.pt"
+
+
+def load_checkpoint(model, path=CHECKPOINT):
+    """Fill `model` with the weights lesson 05 saved; return True, or print why not and return False.
+
+    A missing, damaged or mismatched file is reported in one line and leaves `model` unchanged,
+    so a lesson that only wants the checkpoint as a bonus can carry on without it.
+    """
+    path = Path(path)
+    if not path.exists():
+        print(f"No checkpoint at {path}: run lesson 05 to create it. Carrying on without it.")
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as err:                     # a damaged zip, a wrong pickle, other shapes
+        print(f"The checkpoint {path} cannot be used ({type(err).__name__}: "
+              f"{str(err).splitlines()[0][:120]}). Run lesson 05 again to rewrite it. "
+              f"Carrying on without it.")
+        return False
+    return True
