@@ -66,7 +66,9 @@ def main(argv):
         # tests/conftest.py prepares the data (offline), so the tests never download
         return subprocess.run([str(py), "-m", "pytest", *rest], cwd=REPO, env=env).returncode
     # lab and data: make sure CIFAR-10 is present and verified (downloads it when missing)
-    fetch = "import workshop, sys; sys.exit(0 if workshop.find_cifar10() else 1)"
+    fetch = ("import sys, workshop\n"
+             "try:\n    workshop.find_cifar10()\n"
+             "except workshop.WorkshopError as err:\n    sys.exit(f'[workshop] {err}')")
     if subprocess.run([str(py), "-c", fetch], cwd=REPO, env=env).returncode != 0:
         return 1
     if command == "lab":

@@ -359,7 +359,8 @@ def fit(model, train_data, test_data, recipe=RECIPE, seed=0, autocast_dtype=None
 
 # ----------------------------------------------------------------------------- checkpoints (lesson 05)
 
-CHECKPOINT = REPO / "checkpoints" / "workshop_net.pt"
+# where lesson 05 saves its trained model; $WORKSHOP_CHECKPOINT moves it (the tests use that)
+CHECKPOINT = Path(os.environ.get("WORKSHOP_CHECKPOINT") or REPO / "checkpoints" / "workshop_net.pt")
 
 
 def load_checkpoint(model, path=CHECKPOINT):
@@ -381,3 +382,117 @@ def load_checkpoint(model, path=CHECKPOINT):
               f"Carrying on without it.")
         return False
     return True
+
+
+# ----------------------------------------------------------------------------- fast training (lesson 07)
+
+FAST_RECIPE = dict(
+    epochs=10,              # the published speed-runs need about 10 passes for 94%
+    batch_size=512,
+    lr=0.4,                 # peak of the warm-up/decay schedule, for the mean loss over a batch
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=5e-4,
+    label_smoothing=0.2,
+    warmup=0.2,
+)
+
+
+def fast_block(c_in, c_out):
+    """Two 3x3 convolutions with a max-pool between: height and width halve (rounded down)."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, padding="same", bias=False),
+        nn.MaxPool2d(2),
+        nn.BatchNorm2d(c_out),
+        nn.GELU(),
+        nn.Conv2d(c_out, c_out, kernel_size=3, padding="same", bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.GELU(),
+    )
+
+
+class FastNet(nn.Module):
+    """Lesson 07's network: a fixed whitening layer, then three blocks of 64, 256 and 256 channels."""
+
+    def __init__(self, widths=(64, 256, 256)):
+        super().__init__()
+        self.whiten = nn.Conv2d(3, 24, kernel_size=2, bias=False)    # (N, 3, 32, 32) -> (N, 24, 31, 31)
+        self.layers = nn.Sequential(
+            nn.GELU(),
+            fast_block(24, widths[0]),                  # -> (N, 64, 15, 15)
+            fast_block(widths[0], widths[1]),           # -> (N, 256, 7, 7)
+            fast_block(widths[1], widths[2]),           # -> (N, 256, 3, 3)
+            nn.MaxPool2d(3),                            # -> (N, 256, 1, 1)
+            nn.Flatten(),
+            nn.Linear(widths[2], 10, bias=False),
+        )
+
+    def forward(self, x):
+        return self.layers(self.whiten(x))
+
+
+def whitening_weights(images, eps=5e-4):
+    """24 filters of 2x2 pixels that decorrelate the 12 numbers of every 2x2 patch (and their negatives)."""
+    patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)       # (N, 3, 31, 31, 2, 2)
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+    patches = patches - patches.mean(dim=0)
+    covariance = patches.T @ patches / len(patches)                # (12, 12)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    filters = eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]
+    filters = filters.view(12, 3, 2, 2)
+    return torch.cat([filters, -filters])                          # (24, 3, 2, 2)
+
+
+def random_crop_flip(images, generator, pad=2):
+    """A random 32x32 window of each reflect-padded image, and a random half of the images mirrored."""
+    n, device = len(images), images.device
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    steps = torch.arange(32, device=device)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=generator).to(device)
+    rows = (dy + steps).view(n, 1, 32, 1).expand(n, images.shape[1], 32, 32 + 2 * pad)
+    cols = (dx + steps).view(n, 1, 1, 32).expand(n, images.shape[1], 32, 32)
+    x = padded.gather(2, rows).gather(3, cols)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(device).view(n, 1, 1, 1)
+    return torch.where(flip, x.flip(3), x)
+
+
+def train_fast(images, labels, recipe=FAST_RECIPE, seed=0, autocast_dtype=None,
+               whiten=True, augment=True):
+    """Train a FastNet on normalised images already on the device; return the model."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = FastNet().to(images.device, memory_format=torch.channels_last)
+    if whiten:
+        with torch.no_grad():
+            model.whiten.weight.copy_(whitening_weights(images[:5000]))
+        model.whiten.weight.requires_grad_(False)
+    steps = len(images) // recipe["batch_size"]
+    optimizer, scheduler = make_optimizer(model, recipe["epochs"] * steps, recipe)
+    for epoch in range(recipe["epochs"]):
+        fast_epoch(model, random_crop_flip(images, generator) if augment else images, labels,
+                   optimizer, scheduler, generator, recipe, autocast_dtype)
+    return model
+
+
+def fast_epoch(model, images, labels, optimizer, scheduler, generator, recipe, autocast_dtype):
+    """One epoch without a single wait for the GPU: no .item(), no printing."""
+    model.train()
+    order = torch.randperm(len(images), generator=generator).to(images.device)
+    size = recipe["batch_size"]
+    for start in range(0, len(images) - size + 1, size):
+        batch = order[start:start + size]
+        x = images[batch].contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = F.cross_entropy(model(x), labels[batch], label_smoothing=recipe["label_smoothing"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+
+def synchronize(device):
+    """Wait until the device has finished its queued work (lesson 06), so a timer reads true time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    elif device.type == "mps":
+        torch.mps.synchronize()

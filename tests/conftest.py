@@ -9,6 +9,7 @@ The tests never download. The chosen folder is exported as CIFAR10_ROOT, so the 
 kernels that nbval starts use it too.
 """
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,25 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def cifar10_root():
     return Path(os.environ["CIFAR10_ROOT"])
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Re-run the lessons in a shuffled order, each in its own fresh kernel (nbval starts one per
+    notebook), to prove that none depends on another having run first. Set NOTEBOOK_ORDER_SEED
+    to repeat an order; the order used is printed in the report header."""
+    seed = int(os.environ.get("NOTEBOOK_ORDER_SEED") or random.SystemRandom().randrange(10**6))
+    tests = [item for item in items if not str(item.fspath).endswith(".ipynb")]
+    lessons = {}
+    for item in items:
+        if str(item.fspath).endswith(".ipynb"):
+            lessons.setdefault(str(item.fspath), []).append(item)
+    order = sorted(lessons)
+    random.Random(seed).shuffle(order)
+    items[:] = tests + [item for path in order for item in lessons[path]]
+    config._notebook_order = (seed, [Path(p).stem[:2] for p in order])
+
+
+def pytest_report_collectionfinish(config):
+    seed, order = getattr(config, "_notebook_order", (None, []))
+    if order:
+        return f"lessons run in the order {' '.join(order)} (NOTEBOOK_ORDER_SEED={seed})"

@@ -139,7 +139,10 @@ def without_docstrings(node):
 
 SHARED = {"03-cnn": ["TutorialNet", "conv_bn", "WorkshopNet"],
           "05-training-on-cpu": ["normalize", "augment", "train_step", "train_epoch", "predict",
-                                 "accuracy"]}
+                                 "accuracy"],
+          "06-gpu": ["synchronize"],
+          "07-fast-training": ["random_crop_flip", "whitening_weights", "fast_block", "FastNet",
+                               "fast_epoch", "train_fast"]}
 
 
 @pytest.mark.parametrize("lesson,name", [(l, n) for l, names in SHARED.items() for n in names])

@@ -120,3 +120,15 @@ def test_cpu_benchmark_prints_its_json_last(cifar10_root):
     assert set(result) == {"tutorial_s", "tutorial_acc", "workshop_s", "workshop_acc", "time_ratio"}
     assert 0 <= result["workshop_acc"] <= 1 and result["tutorial_s"] > 0
     assert result["time_ratio"] == pytest.approx(result["workshop_s"] / result["tutorial_s"], rel=0.01)
+
+
+def test_gpu_benchmark_quick_run_prints_its_json_last(cifar10_root):
+    """On a machine without CUDA, the shortened run of lesson 07's recipe, end to end."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_training.py"), "--quick", "--seeds", "0"],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"device", "torch", "seeds", "mean_acc", "min_acc", "mean_train_s"} <= set(result)
+    assert result["seeds"] == [0] and result["train_images"] == 4000
+    assert result["mean_acc"] == result["min_acc"] > 0.2

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Build a reveal.js slide deck from every executed lesson.
+
+    python tools/build_slides.py [NOTEBOOK ...]      # default: every notebooks/NN-*.ipynb
+
+Writes build/slides/NN-name.slides.html. The slide breaks come from each cell's
+`slideshow.slide_type` metadata, chosen on purpose in the lessons: the title cell starts the
+deck and each `##` section starts a sub-slide; everything else stays on its section's slide.
+
+The decks load reveal.js, require.js and jQuery from build/slides/assets/, fetched once with
+`npm pack` (Node.js's npm), so they also work offline in a classroom. Without npm the decks
+point at the public CDN instead and need internet to display.
+"""
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from nbconvert import SlidesExporter
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "build" / "slides"
+ASSETS = OUT / "assets"
+# the versions nbconvert's reveal template is written for
+PACKAGES = {"reveal.js": "4.0.2", "requirejs": "2.3.7", "jquery": "3.7.1"}
+LOCAL = {"reveal_url_prefix": "assets/reveal.js",
+         "require_js_url": "assets/requirejs/require.js",
+         "jquery_url": "assets/jquery/dist/jquery.min.js"}
+
+
+def fetch_assets():
+    """Unpack the three JavaScript packages into ASSETS; return True when they are there."""
+    if all((ASSETS / name / "package.json").exists() for name in PACKAGES):
+        return True
+    npm = shutil.which("npm")
+    if npm is None:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        specs = [f"{name}@{version}" for name, version in PACKAGES.items()]
+        done = subprocess.run([npm, "pack", "--silent", *specs], cwd=tmp, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"npm pack failed, the decks will use the CDN: {done.stderr.strip()[:200]}")
+            return False
+        for name, version in PACKAGES.items():
+            target = ASSETS / name
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            with tarfile.open(Path(tmp) / f"{name}-{version}.tgz") as tar:
+                for member in tar.getmembers():
+                    member.name = member.name.split("/", 1)[1] if "/" in member.name else ""
+                    if member.name and (member.isfile() or member.isdir()):
+                        tar.extract(member, target)
+    return True
+
+
+def build(notebooks):
+    OUT.mkdir(parents=True, exist_ok=True)
+    exporter = SlidesExporter(**LOCAL) if fetch_assets() else SlidesExporter()
+    written = []
+    for path in notebooks:
+        body, _ = exporter.from_filename(str(path))
+        target = OUT / f"{Path(path).stem}.slides.html"
+        target.write_text(body, encoding="utf-8")
+        written.append(target)
+    return written
+
+
+def main(argv):
+    notebooks = [Path(a) for a in argv] or sorted((REPO / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+    for target in build(notebooks):
+        print(target.relative_to(REPO))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
