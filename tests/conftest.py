@@ -6,12 +6,14 @@ Where the data comes from, first match wins:
      (the workshop's CI, and any machine with shared/ beside the repo);
   3. the repo's data/ folder (a learner who ran `python3 run.py data` once).
 The tests never download. The chosen folder is exported as CIFAR10_ROOT, so the notebook
-kernels that nbval starts use it too.
+kernels that nbval starts use it too; WORKSHOP_CHECKPOINT points lesson 05's saved model at a
+scratch file, so the tests never touch a learner's own checkpoints/.
 """
 import os
 import random
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,6 @@ import workshop  # noqa: E402
 
 
 def pytest_configure(config):
-    os.environ.setdefault("MPLBACKEND", "Agg")
     if os.environ.get("CIFAR10_ROOT"):
         root = Path(os.environ["CIFAR10_ROOT"])
     elif MAKER.exists():
@@ -38,6 +39,11 @@ def pytest_configure(config):
     except workshop.WorkshopError as err:
         pytest.exit(f"The tests need CIFAR-10 and never download it: {err}", returncode=1)
     os.environ["CIFAR10_ROOT"] = str(root)
+    # lesson 05 saves a checkpoint that lesson 06 reads: in the tests, a scratch file, so that
+    # running the tests never overwrites the model a learner trained
+    if not os.environ.get("WORKSHOP_CHECKPOINT"):
+        scratch = Path(tempfile.mkdtemp(prefix="workshop-tests-"))
+        os.environ["WORKSHOP_CHECKPOINT"] = str(scratch / "workshop_net.pt")
     # the notebook kernels import workshop.py from notebooks/, as a learner's kernel does
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO / "notebooks"), os.environ.get("PYTHONPATH")) if p)

@@ -47,3 +47,28 @@ def test_installed_versions_match_the_pins():
     wrong = {name: (version(name), want) for name, want in pins.items()
              if version(name).split("+")[0] != want}
     assert not wrong, f"installed (got, wanted): {wrong}; run `python3 run.py test` to reinstall"
+
+
+def run_py(*args, **env):
+    import os
+    import subprocess
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, **env))
+
+
+def test_run_py_without_a_command_prints_its_usage():
+    done = run_py()
+    assert done.returncode == 2 and "python3 run.py lab" in done.stdout
+
+
+def test_run_py_data_verifies_the_data(cifar10_root):
+    done = run_py("data", "--here", CIFAR10_ROOT=str(cifar10_root))
+    assert done.returncode == 0, done.stderr
+    assert "CIFAR-10 ready in" in done.stdout and "checksums verified" in done.stdout
+
+
+def test_run_py_data_explains_a_folder_it_cannot_use():
+    done = run_py("data", "--here", CIFAR10_ROOT="/proc/workshop-data")
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("[workshop] The data folder /proc/workshop-data cannot be written")
+    assert "Traceback" not in done.stderr

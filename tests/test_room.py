@@ -6,6 +6,7 @@ Each test runs real lesson cells in a fresh kernel (nbclient), as a learner's Ju
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -66,7 +67,9 @@ def test_interrupted_training_keeps_a_usable_model(tmp_path):
     seen = {}
 
     def interrupt_then_continue(client, nb, i):
-        timer = threading.Timer(8.0, client.km.interrupt_kernel)
+        # what Jupyter's Stop button does: SIGINT to the kernel process
+        pid = client.km.provisioner.process.pid
+        timer = threading.Timer(8.0, os.kill, (pid, signal.SIGINT))
         timer.start()
         client.execute_cell(nb.cells[i], i)          # the training loop
         timer.cancel()
@@ -76,7 +79,8 @@ def test_interrupted_training_keeps_a_usable_model(tmp_path):
         probe = nbformat.v4.new_code_cell(
             "scores = predict(model, test_images[:100], autocast_dtype=autocast_dtype)\n"
             "print(tuple(scores.shape), bool(torch.isfinite(scores).all()))")
-        client.execute_cell(probe, len(nb.cells))
+        nb.cells.append(probe)
+        client.execute_cell(probe, len(nb.cells) - 1)
         seen["probe"] = outputs_text(probe)
 
     run_cells("05-training-on-cpu", "start = time.perf_counter()\ntry:",
@@ -86,7 +90,7 @@ def test_interrupted_training_keeps_a_usable_model(tmp_path):
 
 
 @pytest.mark.parametrize("problem", ["missing", "corrupted"])
-def test_lesson_06_carries_on_without_a_good_checkpoint(tmp_path, problem):
+def test_lesson_06_carries_on_without_a_good_checkpoint(tmp_path, problem, monkeypatch):
     checkpoint = tmp_path / "workshop_net.pt"
     if problem == "corrupted":
         checkpoint.write_bytes(b"PK\x03\x04 not really a checkpoint")
@@ -97,11 +101,8 @@ def test_lesson_06_carries_on_without_a_good_checkpoint(tmp_path, problem):
                                       "DATA_ROOT = workshop.find_cifar10(quiet=True)\n"
                                       "test_images, test_labels = workshop.load_cifar10_tensors(DATA_ROOT, train=False)")
     nb.cells = [setup, nb.cells[i], nb.cells[j]]
-    os.environ["WORKSHOP_CHECKPOINT"] = str(checkpoint)
-    try:
-        NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    finally:
-        del os.environ["WORKSHOP_CHECKPOINT"]
+    monkeypatch.setenv("WORKSHOP_CHECKPOINT", str(checkpoint))
+    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     message = outputs_text(nb.cells[1])
     assert ("No checkpoint at" if problem == "missing" else "cannot be used") in message
     assert "Carrying on without it." in message

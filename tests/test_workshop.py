@@ -63,7 +63,7 @@ def test_one_cycle_schedule_warms_up_then_decays():
 def train_a_little(data, seed=0, epochs=1):
     torch.manual_seed(seed)
     model = workshop.WorkshopNet().to(memory_format=torch.channels_last)
-    recipe = dict(workshop.RECIPE, epochs=epochs, batch_size=128)
+    recipe = dict(workshop.RECIPE, epochs=epochs, batch_size=128, lr=0.05)   # gentle: 8 steps an epoch
     history = workshop.fit(model, data, data, recipe, seed=seed,
                            autocast_dtype=workshop.cpu_autocast_dtype())
     return model, history
@@ -79,7 +79,7 @@ def test_the_same_seed_gives_the_same_numbers_twice(small_data):
 
 def test_training_lowers_the_loss(small_data):
     _, history = train_a_little(small_data, epochs=3)
-    assert history["train_loss"][-1] < history["train_loss"][0] < 2.5
+    assert history["train_loss"][-1] < 0.7 * history["train_loss"][0]
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -119,7 +119,8 @@ def test_cpu_benchmark_prints_its_json_last(cifar10_root):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(result) == {"tutorial_s", "tutorial_acc", "workshop_s", "workshop_acc", "time_ratio"}
     assert 0 <= result["workshop_acc"] <= 1 and result["tutorial_s"] > 0
-    assert result["time_ratio"] == pytest.approx(result["workshop_s"] / result["tutorial_s"], rel=0.01)
+    # the seconds are printed rounded to 0.01 s, the ratio is computed before rounding
+    assert result["time_ratio"] == pytest.approx(result["workshop_s"] / result["tutorial_s"], abs=0.02)
 
 
 def test_gpu_benchmark_quick_run_prints_its_json_last(cifar10_root):

@@ -47,7 +47,7 @@ def main():
     for path in sorted(SOURCE.glob("[0-9][0-9]-*.ipynb")):
         nb = attendee_copy(json.loads(path.read_text(encoding="utf-8")))
         (OUT / path.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        print((OUT / path.name).relative_to(REPO))
+        print(OUT / path.name)
     shutil.copy(SOURCE / "workshop.py", OUT / "workshop.py")
     return 0
 
