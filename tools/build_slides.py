@@ -57,7 +57,8 @@ def fetch_assets():
 
 def build(notebooks):
     OUT.mkdir(parents=True, exist_ok=True)
-    exporter = SlidesExporter(**LOCAL) if fetch_assets() else SlidesExporter()
+    # reveal_scroll: a section longer than the screen scrolls instead of being cut off
+    exporter = SlidesExporter(reveal_scroll=True, **(LOCAL if fetch_assets() else {}))
     written = []
     for path in notebooks:
         body, _ = exporter.from_filename(str(path))
