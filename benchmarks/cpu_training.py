@@ -77,12 +77,7 @@ def workshop_recipe(root, epochs, n_train=50000):
     dtype = workshop.cpu_autocast_dtype()
     start = time.perf_counter()
     model = workshop.WorkshopNet().to(memory_format=torch.channels_last)
-    generator = torch.Generator().manual_seed(0)
-    steps = epochs * (len(train_images) // recipe["batch_size"])
-    optimizer, scheduler = workshop.make_optimizer(model, steps, recipe)
-    for epoch in range(epochs):
-        workshop.train_epoch(model, train_images, train_labels, optimizer, scheduler, generator,
-                             recipe["batch_size"], dtype)
+    workshop.fit(model, (train_images, train_labels), recipe=recipe, seed=0, autocast_dtype=dtype)
     seconds = time.perf_counter() - start
     acc = workshop.accuracy(workshop.predict(model, test_images, autocast_dtype=dtype), test_labels)
     return seconds, acc, dtype

@@ -338,10 +338,12 @@ def accuracy(scores, labels):
     return (scores.argmax(dim=1) == labels.to(scores.device)).float().mean().item()
 
 
-def fit(model, train_data, test_data, recipe=RECIPE, seed=0, autocast_dtype=None, progress=None):
+def fit(model, train_data, test_data=None, recipe=RECIPE, seed=0, autocast_dtype=None,
+        progress=None):
     """Lesson 05's training loop: the recipe's epochs, a test accuracy after each.
 
-    train_data and test_data are (images uint8, labels) pairs on the model's device.
+    train_data and test_data are (images uint8, labels) pairs on the model's device; without
+    test_data (the benchmark, which times training alone) no accuracy is computed.
     Returns {"train_loss": [...], "test_acc": [...]} with one entry per epoch.
     """
     generator = torch.Generator().manual_seed(seed)
@@ -352,8 +354,9 @@ def fit(model, train_data, test_data, recipe=RECIPE, seed=0, autocast_dtype=None
         loss = train_epoch(model, *train_data, optimizer, scheduler, generator,
                            recipe["batch_size"], autocast_dtype, progress)
         history["train_loss"].append(loss)
-        history["test_acc"].append(accuracy(predict(model, test_data[0], autocast_dtype=autocast_dtype),
-                                            test_data[1]))
+        if test_data is not None:
+            scores = predict(model, test_data[0], autocast_dtype=autocast_dtype)
+            history["test_acc"].append(accuracy(scores, test_data[1]))
     return history
 
 
