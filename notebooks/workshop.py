@@ -2,27 +2,28 @@
 
 Every piece here is written out and explained in full in the lesson named beside it;
 this module only keeps one copy, so that the lessons and the benchmarks run exactly the
-same code (tests/test_workshop.py checks the copies in the lessons against this file).
+same code (tests/test_lessons.py checks the copies in the lessons against this file).
 
-    Data location and checks   lesson 00 and 02   data_root, find_cifar10, WorkshopError
-    Device choice              lesson 00          pick_device
-    CIFAR-10 as tensors        lesson 05          load_cifar10_tensors, normalize, augment
-    The networks               lesson 03          TutorialNet, WorkshopNet
-    The training recipe        lesson 05          RECIPE, make_optimizer, train_step, evaluate
+    Data location and checks    lessons 00, 02   data_root, find_cifar10, WorkshopError
+    Device choice               lessons 00, 06   pick_device, cpu_autocast_dtype, synchronize
+    The networks                lesson 03        TutorialNet, conv_bn, WorkshopNet
+    CIFAR-10 as tensors         lesson 05        load_cifar10_tensors, normalize, augment
+    The training recipe         lesson 05        RECIPE, make_optimizer, train_step, train_epoch,
+                                                 predict, accuracy, fit, load_checkpoint
+    Fast training               lesson 07        FAST_RECIPE, FastNet, whitening_weights,
+                                                 random_crop_flip, fast_epoch, train_fast
 
 Plain PyTorch only; nothing here is needed to follow a lesson.
 """
 import hashlib
 import json
 import os
-import pickle
 import socket
 import tarfile
 import tempfile
 import urllib.error
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -32,8 +33,6 @@ REPO = Path(__file__).resolve().parent.parent
 BATCHES = "cifar-10-batches-py"
 ARCHIVE = "cifar-10-python.tar.gz"
 LOCAL_SUMS = "cifar10-local-md5.json"   # written beside the offline test copy by make_cifar10.py
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-           "dog", "frog", "horse", "ship", "truck")
 
 
 # ----------------------------------------------------------------------------- errors
@@ -390,7 +389,7 @@ def load_checkpoint(model, path=CHECKPOINT):
 # ----------------------------------------------------------------------------- fast training (lesson 07)
 
 FAST_RECIPE = dict(
-    epochs=10,              # the published speed-runs need about 10 passes for 94%
+    epochs=10,              # the published speed-runs reach 94% in about 10 passes
     batch_size=512,
     lr=0.4,                 # peak of the warm-up/decay schedule, for the mean loss over a batch
     momentum=0.9,
