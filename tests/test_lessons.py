@@ -141,8 +141,10 @@ SHARED = {"03-cnn": ["TutorialNet", "conv_bn", "WorkshopNet"],
           "05-training-on-cpu": ["normalize", "augment", "train_step", "train_epoch", "predict",
                                  "accuracy"],
           "06-gpu": ["synchronize"],
-          "07-fast-training": ["random_crop_flip", "whitening_weights", "fast_block", "FastNet",
-                               "fast_epoch", "train_fast"]}
+          "07-fast-training": ["random_crop", "mirror_half", "whitening_weights", "fast_norm",
+                               "fast_block", "FastNet", "identity_init", "fast_model",
+                               "fast_optimizer", "lookahead", "fast_epoch", "train_fast",
+                               "predict_shifted"]}
 
 
 @pytest.mark.parametrize("lesson,name", [(l, n) for l, names in SHARED.items() for n in names])

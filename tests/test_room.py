@@ -51,7 +51,7 @@ def run_cells(lesson, stop_before, env=None, client_hook=None):
 
 
 @pytest.mark.parametrize("lesson,stop_before", [("06-gpu", "def synchronize"),
-                                                ("07-fast-training", "def random_crop_flip")])
+                                                ("07-fast-training", "def random_crop")])
 def test_gpu_lessons_run_and_say_so_without_a_gpu(lesson, stop_before):
     """CUDA hidden: the GPU lessons pick the CPU, say so, and run their first sections."""
     nb, stop = run_cells(lesson, stop_before, env={"CUDA_VISIBLE_DEVICES": ""})

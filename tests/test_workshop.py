@@ -1,4 +1,4 @@
-"""workshop.py: the networks, the recipe's pieces, checkpoints, reproducibility, the benchmark."""
+"""workshop.py: the networks, the recipes' pieces, checkpoints, reproducibility, the benchmarks."""
 import json
 import os
 import subprocess
@@ -107,6 +107,115 @@ def test_a_bad_checkpoint_is_reported_and_changes_nothing(tmp_path, capsys, prob
     assert "lesson 05" in message and "Carrying on without it" in message
     assert message.count("\n") == 1, "one line, not a traceback"
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ----------------------------------------------------------------------------- lesson 07's fast recipe
+
+def test_fast_net_size_frozen_scales_and_scaled_logits():
+    net = workshop.FastNet().eval()
+    assert tuple(net(torch.randn(2, 3, 32, 32)).shape) == (2, 10)
+    assert sum(p.numel() for p in net.parameters()) == 1_972_792
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 6 and all(not m.weight.requires_grad and m.bias.requires_grad for m in norms)
+    net.logit_scale = 1.0
+    unscaled = net(torch.ones(1, 3, 32, 32))
+    net.logit_scale = 1 / 9
+    assert torch.allclose(net(torch.ones(1, 3, 32, 32)) * 9, unscaled, atol=1e-5)
+
+
+def test_identity_init_passes_the_input_through():
+    net = workshop.FastNet()
+    workshop.identity_init(net)
+    convs = [m for m in net.layers.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 6
+    for conv in convs:
+        x = torch.randn(1, conv.in_channels, 8, 8)
+        assert torch.allclose(conv(x)[:, :conv.in_channels], x, atol=1e-6)
+    assert torch.count_nonzero(net.whiten.bias) == 0
+
+
+def test_whitening_decorrelates_patches(small_data):
+    x = workshop.normalize(small_data[0][:500])
+    w = workshop.whitening_weights(x)
+    assert tuple(w.shape) == (24, 3, 2, 2) and torch.equal(w[12:], -w[:12])
+    out = torch.nn.functional.conv2d(x, w[:12]).permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = torch.cov(out.T)
+    assert (cov - torch.diag(cov.diag())).abs().max() < 0.01
+    model = workshop.fast_model(x)
+    assert torch.equal(model.whiten.weight, w) and not model.whiten.weight.requires_grad
+
+
+def test_random_crop_and_mirror_half(small_data):
+    x = workshop.normalize(small_data[0][:256])
+    g = torch.Generator().manual_seed(0)
+    crops = workshop.random_crop(x, g)
+    assert crops.shape == x.shape and not torch.equal(crops, x)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(4):      # every crop is one of the 25 windows of its padded image
+        assert any(torch.equal(crops[i], padded[i, :, dy:dy + 32, dx:dx + 32])
+                   for dy in range(5) for dx in range(5))
+    mirrored = workshop.mirror_half(x, g)
+    flipped = torch.tensor([torch.equal(m, i.flip(2)) for m, i in zip(mirrored, x)])
+    same = torch.tensor([torch.equal(m, i) for m, i in zip(mirrored, x)])
+    assert torch.all(flipped | same) and 0.35 < flipped.float().mean() < 0.65
+
+
+def test_fast_optimizer_groups_and_schedule():
+    model = workshop.fast_model(torch.randn(64, 3, 32, 32))
+    optimizer, scheduler = workshop.fast_optimizer(model, steps=100)
+    biases, others = optimizer.param_groups
+    r = workshop.FAST_RECIPE
+    assert len(biases["params"]) == 6 and biases["lr"] == pytest.approx(0.2 * r["lr"] * r["bias_lr_scale"])
+    # the weight decay per step is the same in both groups
+    assert biases["lr"] * biases["weight_decay"] == pytest.approx(others["lr"] * others["weight_decay"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(biases["params"]) + len(others["params"]) == len(trainable)
+    assert all(p is not model.whiten.weight for p in others["params"])
+    rates = []
+    for _ in range(100):
+        rates.append(scheduler.get_last_lr()[1] / r["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.2) and rates.index(max(rates)) == 23
+    assert max(rates) == pytest.approx(1) and rates[-1] == pytest.approx(0.07 + 0.93 / 77, abs=1e-6)
+
+
+def test_lookahead_starts_late_then_pulls_the_weights_to_their_average():
+    model = torch.nn.Linear(3, 2)
+    recipe = dict(workshop.FAST_RECIPE, lookahead_from=0.5, lookahead_every=5)
+    assert workshop.lookahead(model, None, step=45, total=100, recipe=recipe) is None
+    average = workshop.lookahead(model, None, step=50, total=100, recipe=recipe)
+    assert torch.equal(average[0], model.weight)
+    before = average[0].clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert workshop.lookahead(model, average, step=52, total=100, recipe=recipe) is average
+    assert torch.equal(average[0], before)                      # only every 5th step
+    workshop.lookahead(model, average, step=55, total=100, recipe=recipe)
+    moved = (average[0] - before).mean().item()
+    assert 0 < moved < 1 and torch.equal(model.weight, average[0])
+
+
+def test_predict_shifted_averages_six_views():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10, bias=False))
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    x = workshop.normalize(images)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    views = [(x, 0.25), (padded[:, :, :32, :32], 0.125), (padded[:, :, 2:, 2:], 0.125)]
+    expected = sum(w * (model(v) + model(v.flip(3))) for v, w in views)
+    assert torch.allclose(workshop.predict_shifted(model, images, batch_size=2), expected, atol=1e-4)
+
+
+def test_fast_training_learns_on_a_small_subset(small_data):
+    images, labels = small_data
+    x = workshop.normalize(images)
+    recipe = dict(workshop.FAST_RECIPE_SHORT, epochs=2, batch_size=128)
+    model = workshop.train_fast(x[:768], labels[:768], recipe, seed=0)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    acc = workshop.accuracy(workshop.predict_shifted(model, images[768:]), labels[768:])
+    assert acc > 0.2, f"{acc:.3f}: no better than chance (0.1) after training"
+    again = workshop.train_fast(x[:768], labels[:768], recipe, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
 def test_cpu_benchmark_prints_its_json_last(cifar10_root):
