@@ -28,40 +28,36 @@ def outputs_text(cell):
     return "".join(o.get("text", "") for o in cell.get("outputs", []))
 
 
-def run_cells(lesson, stop_before, env=None, client_hook=None):
+def run_cells(lesson, stop_before, client_hook=None):
     """Run a lesson's cells in a fresh kernel up to (not including) the first code cell whose
-    source contains `stop_before`; return (notebook, client, index of that cell) with the kernel
-    still running inside `client_hook(client, nb, index)`."""
+    source contains `stop_before`; return (notebook, index of that cell), with the kernel still
+    running inside `client_hook(client, nb, index)`. The kernel inherits os.environ: tests set
+    variables for it with monkeypatch.setenv."""
     nb = nbformat.read(NOTEBOOKS / f"{lesson}.ipynb", as_version=4)
     stop = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and stop_before in c.source)
-    old = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
-    try:
-        client = NotebookClient(nb, timeout=600, resources={"metadata": {"path": str(NOTEBOOKS)}})
-        with client.setup_kernel():
-            for i, cell in enumerate(nb.cells[:stop]):
-                if cell.cell_type == "code":
-                    client.execute_cell(cell, i)
-            if client_hook:
-                client_hook(client, nb, stop)
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    client = NotebookClient(nb, timeout=600, resources={"metadata": {"path": str(NOTEBOOKS)}})
+    with client.setup_kernel():
+        for i, cell in enumerate(nb.cells[:stop]):
+            if cell.cell_type == "code":
+                client.execute_cell(cell, i)
+        if client_hook:
+            client_hook(client, nb, stop)
     return nb, stop
 
 
 @pytest.mark.parametrize("lesson,stop_before", [("06-gpu", "def synchronize"),
                                                 ("07-fast-training", "def random_crop")])
-def test_gpu_lessons_run_and_say_so_without_a_gpu(lesson, stop_before):
+def test_gpu_lessons_run_and_say_so_without_a_gpu(lesson, stop_before, monkeypatch):
     """CUDA hidden: the GPU lessons pick the CPU, say so, and run their first sections."""
-    nb, stop = run_cells(lesson, stop_before, env={"CUDA_VISIBLE_DEVICES": ""})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    nb, stop = run_cells(lesson, stop_before)
     text = "\n".join(outputs_text(c) for c in nb.cells[:stop] if c.cell_type == "code")
     assert "device: cpu - no CUDA or MPS GPU found" in text
     errors = [o for c in nb.cells[:stop] for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
 
 
-def test_interrupted_training_keeps_a_usable_model(tmp_path):
+def test_interrupted_training_keeps_a_usable_model(tmp_path, monkeypatch):
     """Stop (KeyboardInterrupt) in the middle of lesson 05's first epoch: the loop says so, the
     model keeps its weights, and the next cells run."""
     seen = {}
@@ -83,8 +79,8 @@ def test_interrupted_training_keeps_a_usable_model(tmp_path):
         client.execute_cell(probe, len(nb.cells) - 1)
         seen["probe"] = outputs_text(probe)
 
-    run_cells("05-training-on-cpu", "start = time.perf_counter()\ntry:",
-              env={"WORKSHOP_CHECKPOINT": str(tmp_path / "net.pt")}, client_hook=interrupt_then_continue)
+    monkeypatch.setenv("WORKSHOP_CHECKPOINT", str(tmp_path / "net.pt"))
+    run_cells("05-training-on-cpu", "start = time.perf_counter()\ntry:", client_hook=interrupt_then_continue)
     assert "Stopped after 0 full epochs; the model keeps what it learned." in seen["loop"]
     assert "(100, 10) True" in seen["probe"]
 
