@@ -571,18 +571,15 @@ def train_fast(images, labels, recipe=FAST_RECIPE, seed=0, autocast_dtype=None,
     return model
 
 
-@torch.no_grad()
 def predict_shifted(model, images, batch_size=2000, autocast_dtype=None):
-    """Scores averaged over 6 views: the image and its mirror, unshifted (weight 1/2) and shifted 1 pixel."""
-    model.eval()
-    scores = []
-    for start in range(0, len(images), batch_size):
-        x = normalize(images[start:start + batch_size])
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            both = [model(v) + model(v.flip(3)) for v in (x, padded[:, :, :32, :32], padded[:, :, 2:, 2:])]
-            scores.append(((2 * both[0] + both[1] + both[2]) / 8).float())
-    return torch.cat(scores)
+    """Scores over 6 views: predict() (image and mirror) on the images and on two copies shifted
+    by one pixel, up-left and down-right, their empty edge filled by reflection; the unshifted
+    pair counts for half."""
+    up_left = torch.tensor([1, *range(31)], device=images.device)          # rows/columns 1, 0, 1, ..., 30
+    down_right = torch.tensor([*range(1, 32), 30], device=images.device)   # 1, 2, ..., 31, 30
+    views = [images, images[:, :, up_left][:, :, :, up_left], images[:, :, down_right][:, :, :, down_right]]
+    scores = [predict(model, v, batch_size, autocast_dtype) for v in views]
+    return (2 * scores[0] + scores[1] + scores[2]) / 4
 
 
 def synchronize(device):
