@@ -5,14 +5,24 @@
     python3 run.py test    # create .venv if needed, then run every test and re-run every notebook
     python3 run.py data    # only fetch and verify CIFAR-10
 
-Options (before or after the command):
-    --here     use the Python that runs this script (a conda environment, say) instead of .venv
-    anything after `test` goes to pytest, e.g. `python3 run.py test -k data`
+Options:
+    --here       use the Python that runs this script (a conda environment, say) instead of .venv
+    lab:
+      --executed   open the executed lessons in notebooks/ (instructors) instead of the
+                   attendee copies in attendee/ (outputs and solutions removed)
+      anything else goes to JupyterLab, e.g. `--ip 0.0.0.0 --port 9000` on a classroom server
+    test:
+      anything else goes to pytest, e.g. `python3 run.py test -k data`; without it, the lessons
+      whose numbers depend on the CPU are also re-run on a second CPU path (see README.md)
 
 Standard library only, so it runs before anything is installed. Works on Linux, macOS and Windows.
 """
 import hashlib
+import json
 import os
+import platform
+import secrets
+import socket
 import subprocess
 import sys
 import venv
@@ -22,6 +32,16 @@ REPO = Path(__file__).resolve().parent
 VENV = REPO / ".venv"
 REQUIREMENTS = REPO / "requirements.txt"
 STAMP = VENV / "requirements.sha256"
+FIRST_LESSON = "00-setup-check.ipynb"
+# JupyterLab settings shipped with the workshop's environment (never the user's own settings):
+# no "get notified about Jupyter news?" prompt and no update check over a lesson
+LAB_OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"checkForUpdates": False,
+                                                                  "fetchNews": "false"}}
+# lessons whose compared outputs come from floating-point training or convolutions: the test
+# command re-runs them on a second CPU path, so that stored outputs hold on every kind of CPU
+CPU_DEPENDENT = ["01-tensors", "03-cnn", "04-loss-and-optimizer", "05-training-on-cpu",
+                 "07-fast-training"]
+CHEAP = ["01-tensors", "03-cnn", "04-loss-and-optimizer"]
 
 
 def say(msg):
@@ -53,6 +73,138 @@ def ensure_venv():
     return py
 
 
+# ----------------------------------------------------------------------------- test
+
+def second_cpu_path(capability, has_bfloat16, machine):
+    """(environment, lessons, description) of the second CPU path the lessons are checked on.
+
+    A CPU with AVX-512 or native bfloat16 also runs the CPU-dependent lessons as a laptop with
+    AVX2 and float32 does; an AVX2 CPU without bfloat16 (already that path) runs the cheap ones
+    on PyTorch's plain vector-free kernels. Returns None where no second path can be forced.
+    """
+    if machine.lower() not in ("x86_64", "amd64"):
+        return None
+    if capability != "AVX2" or has_bfloat16:
+        env = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "WORKSHOP_BFLOAT16": "0"}
+        return env, CPU_DEPENDENT, "AVX2 kernels and float32, as on most laptops"
+    env = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "WORKSHOP_BFLOAT16": "0"}
+    return env, CHEAP, "PyTorch's plain kernels (no AVX) and float32"
+
+
+def test(py, rest, env):
+    first = subprocess.run([str(py), "-m", "pytest", *rest], cwd=REPO, env=env).returncode
+    if rest or first != 0:
+        return first
+    probe = ("import json, platform, torch, workshop\n"
+             "print(json.dumps([torch.backends.cpu.get_cpu_capability(),"
+             " workshop.cpu_autocast_dtype() is not None, platform.machine()]))")
+    found = subprocess.run([str(py), "-c", probe], cwd=REPO, env=env, capture_output=True, text=True)
+    path = second_cpu_path(*json.loads(found.stdout.strip().splitlines()[-1]))
+    if path is None:
+        say("no second CPU path can be forced on this processor; the first pass is the check")
+        return first
+    extra, lessons, description = path
+    say(f"second pass: lessons {' '.join(l[:2] for l in lessons)} again on {description} "
+        f"({' '.join(f'{k}={v}' for k, v in extra.items())})")
+    notebooks = [f"notebooks/{name}.ipynb" for name in lessons]
+    return subprocess.run([str(py), "-m", "pytest", *notebooks], cwd=REPO,
+                          env=dict(env, **extra)).returncode
+
+
+# ----------------------------------------------------------------------------- lab
+
+def option(args, name):
+    """The value of `--name VALUE` or `--name=VALUE` in args, else None."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def free_port(ip, start=8888):
+    for port in range(start, start + 100):
+        with socket.socket() as s:
+            try:
+                s.bind((ip if ip not in ("", "*") else "0.0.0.0", port))
+                return port
+            except OSError:
+                continue
+    sys.exit(f"[workshop] no free port between {start} and {start + 99}: pass --port N")
+
+
+def write_lab_overrides(py, env):
+    """Put the workshop's JupyterLab settings into the environment that runs JupyterLab."""
+    prefix = subprocess.run([str(py), "-c", "import sys; print(sys.prefix)"], env=env,
+                            capture_output=True, text=True).stdout.strip()
+    target = Path(prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    try:
+        current = json.loads(target.read_text()) if target.exists() else {}
+        current.update(LAB_OVERRIDES)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(current, indent=2) + "\n")
+    except (OSError, ValueError):
+        pass                    # a read-only environment: the prompt may show, nothing else changes
+
+
+def has_display():
+    if sys.platform != "linux":
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def lab_command(py, rest, folder, is_root, display):
+    """The JupyterLab command line, the URL to open and what to tell the user about it."""
+    args = list(rest)
+    ip = option(args, "--ip") or "127.0.0.1"
+    port = option(args, "--port")
+    if port is None:
+        port = str(free_port(ip))
+        args += ["--port", port]
+    token = option(args, "--IdentityProvider.token") or option(args, "--ServerApp.token")
+    if token is None:
+        token = secrets.token_hex(16)
+        args.append(f"--IdentityProvider.token={token}")
+    notes = []
+    if is_root and "--allow-root" not in args:
+        args.append("--allow-root")
+        notes.append("running as root (usual in containers and cloud machines): JupyterLab "
+                     "starts with --allow-root")
+    if not display and "--no-browser" not in args:
+        args.append("--no-browser")
+        notes.append("no display here: open the address below in a browser")
+    page = f"lab/tree/{folder}/{FIRST_LESSON}"
+    host = "127.0.0.1" if ip in ("0.0.0.0", "", "*", "::") else ip
+    url = f"http://{host}:{port}/{page}?token={token}"
+    command = [str(py), "-m", "jupyter", "lab", f"--ServerApp.root_dir={REPO}",
+               f"--LabApp.default_url=/{page}", *args]
+    return command, url, notes
+
+
+def lab(py, rest, env):
+    executed = "--executed" in rest
+    rest = [a for a in rest if a != "--executed"]
+    folder = "notebooks" if executed else "attendee"
+    if not executed:
+        sys.path.insert(0, str(REPO / "tools"))
+        import make_attendee_copies
+        written, kept = make_attendee_copies.refresh(quiet=True)
+        if written:
+            say(f"attendee copies written or updated: {len(written)} lessons")
+        for name in kept:
+            say(f"kept your own attendee/{name} (rename or delete it for a fresh copy)")
+    write_lab_overrides(py, env)
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    command, url, notes = lab_command(py, rest, folder, is_root, has_display())
+    for note in notes:
+        say(note)
+    bar = "=" * min(100, len(url) + 4)
+    print(f"\n{bar}\n  Open the workshop ({folder}/, lesson 00 first):\n  {url}\n{bar}\n"
+          f"[workshop] Ctrl+C here stops JupyterLab.\n", flush=True)
+    return subprocess.run(command, cwd=REPO, env=env).returncode
+
+
 def main(argv):
     here = "--here" in argv
     argv = [a for a in argv if a != "--here"]
@@ -64,7 +216,7 @@ def main(argv):
     env = dict(os.environ, PYTHONPATH=str(REPO / "notebooks"))
     if command == "test":
         # tests/conftest.py prepares the data (offline), so the tests never download
-        return subprocess.run([str(py), "-m", "pytest", *rest], cwd=REPO, env=env).returncode
+        return test(py, rest, env)
     # lab and data: make sure CIFAR-10 is present and verified (downloads it when missing)
     fetch = ("import sys, workshop\n"
              "try:\n    workshop.find_cifar10()\n"
@@ -72,9 +224,10 @@ def main(argv):
     if subprocess.run([str(py), "-c", fetch], cwd=REPO, env=env).returncode != 0:
         return 1
     if command == "lab":
-        say("opening JupyterLab; start with notebooks/00-setup-check.ipynb (Ctrl+C here to stop)")
-        return subprocess.run([str(py), "-m", "jupyter", "lab", "notebooks/00-setup-check.ipynb"],
-                              cwd=REPO, env=env).returncode
+        try:
+            return lab(py, rest, env)
+        except KeyboardInterrupt:
+            return 0
     return 0
 
 

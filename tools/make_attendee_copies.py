@@ -3,8 +3,11 @@
 
     python tools/make_attendee_copies.py        # writes attendee/NN-name.ipynb and attendee/workshop.py
 
-Made from the executed lessons in notebooks/, never edited by hand: run this again after any
-change to a lesson. In each copy:
+Made from the executed lessons in notebooks/; `python3 run.py lab` runs this on every start.
+A copy is written when it is missing, or replaced when the lesson changed and the attendee has
+not touched the copy (attendee/.made.json records what was written). A copy the attendee has
+edited or run is never overwritten: the fresh version is skipped, and the line printed says how
+to get it (rename or delete the copy). In each copy:
 - every output and execution count is cleared, so learners see the results only by running;
 - every `<details>` block (the folded written solutions) is removed from the markdown;
 - every code cell whose source is hidden (`jupyter.source_hidden`, the folded code solutions)
@@ -13,6 +16,7 @@ The copies sit one folder below the repository, like notebooks/, so their links 
 and ../README.md keep working; workshop.py is copied beside them.
 """
 import copy
+import hashlib
 import json
 import re
 import shutil
@@ -42,13 +46,44 @@ def attendee_copy(nb):
     return nb
 
 
-def main():
-    OUT.mkdir(exist_ok=True)
+def digest(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def refresh(out=None, quiet=False):
+    """Write or update the copies in `out` (default attendee/); return (written, kept) file names."""
+    out = Path(out or OUT)
+    out.mkdir(exist_ok=True)
+    record_path = out / ".made.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    written, kept = [], []
     for path in sorted(SOURCE.glob("[0-9][0-9]-*.ipynb")):
         nb = attendee_copy(json.loads(path.read_text(encoding="utf-8")))
-        (OUT / path.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(OUT / path.name)
-    shutil.copy(SOURCE / "workshop.py", OUT / "workshop.py")
+        fresh = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        target = out / path.name
+        if target.exists():
+            current = target.read_text(encoding="utf-8")
+            if current == fresh:
+                record[path.name] = digest(fresh)
+                continue
+            if record.get(path.name) != digest(current):     # the attendee changed it: keep it
+                kept.append(path.name)
+                continue
+        target.write_text(fresh, encoding="utf-8")
+        record[path.name] = digest(fresh)
+        written.append(path.name)
+    shutil.copy(SOURCE / "workshop.py", out / "workshop.py")
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    if not quiet:
+        for name in written:
+            print(f"wrote {out.name}/{name}")
+        for name in kept:
+            print(f"kept your edited {out.name}/{name}; rename or delete it to get the fresh copy")
+    return written, kept
+
+
+def main():
+    refresh()
     return 0
 
 
