@@ -20,7 +20,6 @@ Standard library only, so it runs before anything is installed. Works on Linux, 
 import hashlib
 import json
 import os
-import platform
 import secrets
 import socket
 import subprocess

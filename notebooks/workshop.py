@@ -1,15 +1,20 @@
 """The workshop's shared code: what later lessons and the benchmarks reuse.
 
-Every piece here is written out and explained in full in the lesson named beside it;
-this module only keeps one copy, so that the lessons and the benchmarks run exactly the
-same code (tests/test_lessons.py checks the copies in the lessons against this file).
+Every definition here is written out and explained in full in the lesson named beside it,
+except the few tools marked as such, which the lessons that use them introduce by name. This
+module keeps one copy, so that the lessons and the benchmarks run exactly the same code;
+tests/test_lessons.py fails if a lesson's copy and this file's differ, or if a public name here
+is neither written out in exactly one lesson nor a listed tool.
 
-    Data location and checks    lessons 00, 02   data_root, find_cifar10, WorkshopError
-    Device choice               lessons 00, 06   pick_device, cpu_autocast_dtype, synchronize
+    Data location and checks    (no lesson)      from cifar10_data.py: find_cifar10, data_root,
+                                                 load_cifar10_tensors, WorkshopError, shown
+    Device and CPU facts        (tools)          pick_device (lesson 00 writes out the same
+                                                 choice), cpu_autocast_dtype, cpu_path
     The networks                lesson 03        TutorialNet, conv_bn, WorkshopNet
-    CIFAR-10 as tensors         lesson 05        load_cifar10_tensors, normalize, augment
-    The training recipe         lesson 05        RECIPE, make_optimizer, train_step, train_epoch,
-                                                 predict, accuracy, fit, load_checkpoint
+    The training recipe         lesson 05        normalize, augment, RECIPE, train_step,
+                                                 train_epoch, predict, accuracy, make_optimizer,
+                                                 fit; load_checkpoint (a tool)
+    Timing on a GPU             lesson 06        synchronize
     Fast training               lesson 07        FAST_RECIPE(_SHORT), fast_norm, fast_block, FastNet,
                                                  identity_init, whitening_weights, fast_model,
                                                  random_crop, mirror_half, fast_optimizer, lookahead,
@@ -17,156 +22,19 @@ same code (tests/test_lessons.py checks the copies in the lessons against this f
 
 Plain PyTorch only; nothing here is needed to follow a lesson.
 """
-import hashlib
-import json
 import os
-import socket
-import tarfile
-import tempfile
-import urllib.error
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
-REPO = Path(__file__).resolve().parent.parent
-BATCHES = "cifar-10-batches-py"
-ARCHIVE = "cifar-10-python.tar.gz"
-LOCAL_SUMS = "cifar10-local-md5.json"   # written beside the offline test copy by make_cifar10.py
+# Data location and checks, which no lesson teaches, live in cifar10_data.py
+from cifar10_data import REPO, WorkshopError, data_root, find_cifar10, load_cifar10_tensors, shown  # noqa: F401
 
 
-# ----------------------------------------------------------------------------- errors
-
-class WorkshopError(RuntimeError):
-    """A problem with a known fix. Jupyter shows only this message, not a traceback."""
-
-    def _render_traceback_(self):          # IPython calls this instead of printing a traceback
-        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
-
-
-# ----------------------------------------------------------------------------- data
-
-def data_root():
-    """The folder that holds (or will hold) cifar-10-batches-py/: $CIFAR10_ROOT, else the repo's data/."""
-    return Path(os.environ.get("CIFAR10_ROOT") or REPO / "data").expanduser()
-
-
-def md5sum(path):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# torchvision's built-in checksums for the official batch files, read before anything changes them
-OFFICIAL_SUMS = dict(torchvision.datasets.CIFAR10.train_list + torchvision.datasets.CIFAR10.test_list)
-
-
-def _check_files(folder, sums, what):
-    for name, expected in sums.items():
-        path = folder / name
-        if not path.exists():
-            raise WorkshopError(
-                f"{path} is missing, so the CIFAR-10 folder is incomplete ({what}). "
-                f"Delete the folder {folder} and run again to fetch a fresh copy.")
-        if md5sum(path) != expected:
-            raise WorkshopError(
-                f"{path} is corrupted or truncated: its checksum does not match ({what}). "
-                f"Delete it, or the whole folder {folder}, and run again to fetch a fresh copy; "
-                f"offline, put the official {ARCHIVE} in {folder.parent} first.")
-
-
-def _use_local_copy(root):
-    """The offline test copy: verify it against the sums written beside it, then tell torchvision.
-
-    The copy's pixels are a JPEG re-encoding of CIFAR-10, so its files cannot match the official
-    checksums. After every file has matched cifar10-local-md5.json, torchvision's CIFAR10 class is
-    given those sums, so that it still verifies every file it loads. Only a folder with that json
-    beside it is treated this way; the official data keeps torchvision's own checksums.
-    """
-    sums = json.loads((root / LOCAL_SUMS).read_text())
-    _check_files(root / BATCHES, sums, "offline copy, checked against " + LOCAL_SUMS)
-    cls = torchvision.datasets.CIFAR10
-    cls.train_list = [[name, sums[name]] for name, _ in cls.train_list]
-    cls.test_list = [[name, sums[name]] for name, _ in cls.test_list]
-    return "offline copy (JPEG re-encoded), checksums verified"
-
-
-def _writable(root):
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root):
-            pass
-    except OSError as err:
-        raise WorkshopError(
-            f"The data folder {root} cannot be written ({err.strerror}), so CIFAR-10 cannot be "
-            f"saved there. Set CIFAR10_ROOT to a folder you can write (or one that already holds "
-            f"{BATCHES}/), then restart the kernel.") from None
-
-
-def _extract(archive, root):
-    if md5sum(archive) != torchvision.datasets.CIFAR10.tgz_md5:
-        raise WorkshopError(
-            f"{archive} is corrupted or truncated: its checksum does not match the official one. "
-            f"Delete it and run again to download it (163 MB), or copy a good one in its place.")
-    _writable(root)
-    with tarfile.open(archive) as tar:
-        if hasattr(tarfile, "data_filter"):          # Python 3.11.4+: refuse unsafe paths
-            tar.extractall(root, filter="data")
-        else:
-            tar.extractall(root)
-
-
-def _download(root):
-    _writable(root)
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30)            # a blocked network fails in seconds, not never
-    try:
-        torchvision.datasets.CIFAR10(root=root, train=True, download=True)
-    except (urllib.error.URLError, OSError) as err:
-        raise WorkshopError(
-            f"CIFAR-10 is not in {root} and could not be downloaded ({err}). Connect to the "
-            f"internet and run again; or, offline, copy the official {ARCHIVE} (163 MB) into "
-            f"{root}; or set CIFAR10_ROOT to a folder that holds {BATCHES}/.") from None
-    finally:
-        socket.setdefaulttimeout(old)
-
-
-def find_cifar10(root=None, download=True, quiet=False):
-    """Make sure CIFAR-10 is in `root` (default: data_root()) and verified; return the folder.
-
-    In order: the offline test copy (verified against its own checksums); the official batch
-    files (verified against torchvision's); the official archive placed in the folder (verified,
-    then unpacked, no download); a download through torchvision (which verifies it too).
-    Every failure raises WorkshopError with what happened and what to do.
-    """
-    root = Path(root) if root is not None else data_root()
-    batches = root / BATCHES
-    if (root / LOCAL_SUMS).exists() and batches.exists():
-        source = _use_local_copy(root)
-    elif batches.exists():
-        _check_files(batches, OFFICIAL_SUMS, "official CIFAR-10")
-        source = "official files, checksums verified"
-    elif (root / ARCHIVE).exists():
-        _extract(root / ARCHIVE, root)
-        _check_files(batches, OFFICIAL_SUMS, "official CIFAR-10")
-        source = f"unpacked from the {ARCHIVE} found there, checksums verified"
-    elif download:
-        _download(root)
-        source = "downloaded, checksums verified"
-    else:
-        raise WorkshopError(f"CIFAR-10 is not in {root}. Run `python3 run.py data` to fetch it, "
-                            f"or set CIFAR10_ROOT to a folder that holds {BATCHES}/.")
-    if not quiet:
-        print(f"CIFAR-10 ready in {root}: {source}")
-    return root
-
-
-# ----------------------------------------------------------------------------- device (lesson 00)
+# ----------------------------------------------------------------------------- device and CPU (tools)
 
 def pick_device():
     """CUDA if present, else Apple's MPS, else the CPU; returns (device, reason)."""
@@ -261,18 +129,6 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
-def load_cifar10_tensors(root, train):
-    """The whole split as tensors: images (N, 3, 32, 32) uint8 and labels (N,) int64."""
-    try:                                 # torchvision verifies the files' checksums as it loads
-        dataset = torchvision.datasets.CIFAR10(root=root, train=train, download=False)
-    except RuntimeError:                 # not verified yet in this process, missing, or damaged:
-        find_cifar10(root, download=False, quiet=True)      # accept the offline copy, or explain
-        dataset = torchvision.datasets.CIFAR10(root=root, train=train, download=False)
-    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)     # NHWC -> NCHW
-    labels = torch.tensor(dataset.targets)
-    return images, labels
-
-
 def normalize(images):
     """uint8 images -> float32, scaled to [0, 1], normalised per channel, in channels_last memory."""
     mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1)
@@ -305,12 +161,13 @@ RECIPE = dict(
 )
 
 
-def make_optimizer(model, steps, recipe):
-    """Nesterov SGD with weight decay, and a one-cycle schedule: linear warm-up, then linear decay."""
+def make_optimizer(model, steps_per_epoch, recipe):
+    """Nesterov SGD with weight decay, and a one-cycle schedule over the recipe's epochs: linear
+    warm-up, then linear decay."""
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
                                 nesterov=recipe["nesterov"], weight_decay=recipe["weight_decay"])
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe["lr"], total_steps=steps,
+        optimizer, max_lr=recipe["lr"], total_steps=recipe["epochs"] * steps_per_epoch,
         pct_start=recipe["warmup"], anneal_strategy="linear")
     return optimizer, scheduler
 
@@ -374,8 +231,7 @@ def fit(model, train_data, test_data, recipe, seed=0, autocast_dtype=None, progr
     that passes its own keeps the finished epochs even when training is interrupted.
     """
     generator = torch.Generator().manual_seed(seed)
-    steps = recipe["epochs"] * (len(train_data[0]) // recipe["batch_size"])
-    optimizer, scheduler = make_optimizer(model, steps, recipe)
+    optimizer, scheduler = make_optimizer(model, len(train_data[0]) // recipe["batch_size"], recipe)
     history = {"train_loss": [], "test_acc": []} if history is None else history
     for epoch in range(recipe["epochs"]):
         loss = train_epoch(model, *train_data, optimizer, scheduler, generator, recipe,

@@ -13,6 +13,7 @@ import pytest
 import torchvision
 from nbclient import NotebookClient
 
+import cifar10_data
 import workshop
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -30,21 +31,21 @@ def no_network(monkeypatch):
 def official_checksums(monkeypatch):
     """torchvision's CIFAR10 as a learner's process has it, before any offline copy was used."""
     cls = torchvision.datasets.CIFAR10
-    monkeypatch.setattr(cls, "train_list", [[n, workshop.OFFICIAL_SUMS[n]] for n, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[n, workshop.OFFICIAL_SUMS[n]] for n, _ in cls.test_list])
+    monkeypatch.setattr(cls, "train_list", [[n, cifar10_data.OFFICIAL_SUMS[n]] for n, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [[n, cifar10_data.OFFICIAL_SUMS[n]] for n, _ in cls.test_list])
 
 
 def copy_of(src_root, dest_root, with_sums=True):
     """A private copy of the offline data (hard links where possible: it is 180 MB)."""
-    (dest_root / workshop.BATCHES).mkdir(parents=True)
+    (dest_root / cifar10_data.BATCHES).mkdir(parents=True)
     for name in FILES:
-        src, dst = src_root / workshop.BATCHES / name, dest_root / workshop.BATCHES / name
+        src, dst = src_root / cifar10_data.BATCHES / name, dest_root / cifar10_data.BATCHES / name
         try:
             dst.hardlink_to(src)
         except OSError:
             shutil.copy(src, dst)
     if with_sums:
-        shutil.copy(src_root / workshop.LOCAL_SUMS, dest_root / workshop.LOCAL_SUMS)
+        shutil.copy(src_root / cifar10_data.LOCAL_SUMS, dest_root / cifar10_data.LOCAL_SUMS)
     return dest_root
 
 
@@ -63,7 +64,7 @@ def test_no_data_and_no_network(tmp_path, no_network, official_checksums):
         workshop.find_cifar10(tmp_path / "data", quiet=True)
     message = str(err.value)
     assert "could not be downloaded" in message
-    assert workshop.ARCHIVE in message and "CIFAR10_ROOT" in message
+    assert cifar10_data.ARCHIVE in message and "CIFAR10_ROOT" in message
 
 
 def test_no_data_and_download_off(tmp_path):
@@ -74,14 +75,14 @@ def test_no_data_and_download_off(tmp_path):
 @pytest.mark.parametrize("how", ["truncate", "corrupt"])
 def test_damaged_batch_file_is_named(cifar10_root, tmp_path, how):
     root = copy_of(cifar10_root, tmp_path)
-    damage(root / workshop.BATCHES / "data_batch_3", how)
+    damage(root / cifar10_data.BATCHES / "data_batch_3", how)
     with pytest.raises(workshop.WorkshopError, match=r"data_batch_3 is corrupted or truncated"):
         workshop.find_cifar10(root, quiet=True)
 
 
 def test_missing_batch_file_is_named(cifar10_root, tmp_path):
     root = copy_of(cifar10_root, tmp_path)
-    (root / workshop.BATCHES / "test_batch").unlink()
+    (root / cifar10_data.BATCHES / "test_batch").unlink()
     with pytest.raises(workshop.WorkshopError, match=r"test_batch is missing"):
         workshop.find_cifar10(root, quiet=True)
 
@@ -103,33 +104,33 @@ def test_data_folder_that_cannot_be_written(tmp_path, no_network):
 
 def make_archive(cifar10_root, path):
     with tarfile.open(path, "w:gz", compresslevel=1) as tar:
-        tar.add(cifar10_root / workshop.BATCHES, arcname=workshop.BATCHES)
+        tar.add(cifar10_root / cifar10_data.BATCHES, arcname=cifar10_data.BATCHES)
     return path
 
 
 def test_archive_placed_offline_is_verified_and_unpacked(cifar10_root, tmp_path, no_network,
                                                          monkeypatch):
     """A classroom without internet: the archive in the data folder is used, not downloaded."""
-    archive = make_archive(cifar10_root, tmp_path / workshop.ARCHIVE)
-    local = {n: workshop.md5sum(cifar10_root / workshop.BATCHES / n) for n in FILES}
-    monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", workshop.md5sum(archive))
-    monkeypatch.setattr(workshop, "OFFICIAL_SUMS", {n: local[n] for n in workshop.OFFICIAL_SUMS})
+    archive = make_archive(cifar10_root, tmp_path / cifar10_data.ARCHIVE)
+    local = {n: cifar10_data.md5sum(cifar10_root / cifar10_data.BATCHES / n) for n in FILES}
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", cifar10_data.md5sum(archive))
+    monkeypatch.setattr(cifar10_data, "OFFICIAL_SUMS", {n: local[n] for n in cifar10_data.OFFICIAL_SUMS})
     assert workshop.find_cifar10(tmp_path, quiet=True) == tmp_path
-    assert (tmp_path / workshop.BATCHES / "test_batch").exists()
+    assert (tmp_path / cifar10_data.BATCHES / "test_batch").exists()
 
 
 def test_corrupted_archive_is_refused(cifar10_root, tmp_path, no_network):
-    archive = make_archive(cifar10_root, tmp_path / workshop.ARCHIVE)
+    archive = make_archive(cifar10_root, tmp_path / cifar10_data.ARCHIVE)
     damage(archive, "truncate")
     with pytest.raises(workshop.WorkshopError, match="cifar-10-python.tar.gz is corrupted"):
         workshop.find_cifar10(tmp_path, quiet=True)
-    assert not (tmp_path / workshop.BATCHES).exists()
+    assert not (tmp_path / cifar10_data.BATCHES).exists()
 
 
 def test_a_lesson_shows_the_message_not_a_traceback(cifar10_root, tmp_path, monkeypatch):
     """Lesson 02 run on a damaged folder stops at its data cell with one readable line."""
     root = copy_of(cifar10_root, tmp_path)
-    damage(root / workshop.BATCHES / "data_batch_1", "truncate")
+    damage(root / cifar10_data.BATCHES / "data_batch_1", "truncate")
     monkeypatch.setenv("CIFAR10_ROOT", str(root))
     nb = nbformat.read(NOTEBOOKS / "02-data.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, allow_errors=True,

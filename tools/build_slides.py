@@ -10,7 +10,16 @@ deck and each `##` section starts a sub-slide; everything else stays on its sect
 The decks load reveal.js, require.js and jQuery from build/slides/assets/, fetched once with
 `npm pack` (Node.js's npm), so they also work offline in a classroom. Without npm the decks
 point at the public CDN instead and need internet to display.
+
+Made for presenting: the lessons' figures are embedded in the deck (so it can be copied
+anywhere), relative links point from build/slides/ to the same files (a link to another lesson
+opens that lesson's deck), and long lines of code and output wrap instead of running off the
+slide.
 """
+import base64
+import mimetypes
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +64,40 @@ def fetch_assets():
     return True
 
 
+WRAP = """<style>
+/* long code and output lines wrap rather than run off the right edge of the slide */
+.reveal pre, .reveal code, .jp-OutputArea-output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+.reveal pre { width: 100%; box-sizing: border-box; }
+.reveal img { max-width: 100%; height: auto; }
+</style>
+"""
+
+
+def fix_paths(html, folder):
+    """Embed the images that `folder`'s notebooks link relatively, and re-point relative links."""
+    def embed(match):
+        target = (folder / match.group(2)).resolve()
+        if not target.is_file():
+            return match.group(0)
+        kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        data = base64.b64encode(target.read_bytes()).decode("ascii")
+        return f'{match.group(1)}"data:{kind};base64,{data}"'
+
+    def link(match):
+        href = match.group(2)
+        path, _, anchor = href.partition("#")
+        target = (folder / path).resolve()
+        if target.suffix == ".ipynb" and target.parent == (REPO / "notebooks").resolve():
+            new = f"{target.stem}.slides.html"
+        else:
+            new = Path(os.path.relpath(target, OUT)).as_posix()
+        return f'{match.group(1)}"{new}{"#" + anchor if anchor else ""}"'
+
+    html = re.sub(r'(<img[^>]*?\ssrc=)"(?!data:|https?:|/)([^"]+)"', embed, html)
+    html = re.sub(r'(<a[^>]*?\shref=)"(?!#|https?:|mailto:|data:|/)([^"]+)"', link, html)
+    return html.replace("</head>", WRAP + "</head>", 1)
+
+
 def build(notebooks):
     OUT.mkdir(parents=True, exist_ok=True)
     # reveal_scroll: a section longer than the screen scrolls instead of being cut off
@@ -62,6 +105,7 @@ def build(notebooks):
     written = []
     for path in notebooks:
         body, _ = exporter.from_filename(str(path))
+        body = fix_paths(body, Path(path).resolve().parent)
         target = OUT / f"{Path(path).stem}.slides.html"
         target.write_text(body, encoding="utf-8")
         written.append(target)

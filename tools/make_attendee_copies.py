@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Make the attendees' copies of the lessons: outputs cleared, exercise solutions removed.
 
-    python tools/make_attendee_copies.py        # writes attendee/NN-name.ipynb and attendee/workshop.py
+    python tools/make_attendee_copies.py        # writes attendee/NN-name.ipynb and the modules beside them
 
 Made from the executed lessons in notebooks/; `python3 run.py lab` runs this on every start.
 A copy is written when it is missing, or replaced when the lesson changed and the attendee has
 not touched the copy (attendee/.made.json records what was written). A copy the attendee has
-edited or run is never overwritten: the fresh version is skipped, and the line printed says how
-to get it (rename or delete the copy). In each copy:
+edited or run is never overwritten: when the lesson has changed since, the fresh version is
+skipped and a line says how to get it (rename or delete the copy). In each copy:
 - every output and execution count is cleared, so learners see the results only by running;
 - every `<details>` block (the folded written solutions) is removed from the markdown;
 - every code cell whose source is hidden (`jupyter.source_hidden`, the folded code solutions)
@@ -53,7 +53,7 @@ def digest(text):
 def refresh(out=None, quiet=False):
     """Write or update the copies in `out` (default attendee/); return (written, kept) file names."""
     out = Path(out or OUT)
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     record_path = out / ".made.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     written, kept = [], []
@@ -66,13 +66,15 @@ def refresh(out=None, quiet=False):
             if current == fresh:
                 record[path.name] = digest(fresh)
                 continue
-            if record.get(path.name) != digest(current):     # the attendee changed it: keep it
-                kept.append(path.name)
+            if record.get(path.name) != digest(current):     # the attendee changed it: keep it,
+                if record.get(path.name) != digest(fresh):   # and say so when the lesson is newer
+                    kept.append(path.name)
                 continue
         target.write_text(fresh, encoding="utf-8")
         record[path.name] = digest(fresh)
         written.append(path.name)
-    shutil.copy(SOURCE / "workshop.py", out / "workshop.py")
+    for module in ("workshop.py", "cifar10_data.py"):       # what the lessons import
+        shutil.copy(SOURCE / module, out / module)
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     if not quiet:
         for name in written:

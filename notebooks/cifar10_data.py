@@ -1,0 +1,175 @@
+"""Where CIFAR-10 lives, and whether it is complete and intact: what the workshop does for every
+lesson, and what no lesson teaches.
+
+    data_root, find_cifar10      the folder ($CIFAR10_ROOT, else data/), checked or fetched
+    load_cifar10_tensors         a whole split as one uint8 tensor and its labels (lesson 05's way)
+    WorkshopError                a problem with a known fix, shown in a notebook as one line
+    shown                        a path as lessons print it, naming no machine's folders
+
+Lessons reach these through `workshop` (which imports them from here). Only standard PyTorch
+and torchvision: the official data keeps torchvision's own checksums; the offline test copy
+(a JPEG re-encoding with its own checksums file) is verified against those first.
+"""
+import hashlib
+import json
+import os
+import socket
+import tarfile
+import tempfile
+import urllib.error
+from pathlib import Path
+
+import torch
+import torchvision
+
+REPO = Path(__file__).resolve().parent.parent
+BATCHES = "cifar-10-batches-py"
+ARCHIVE = "cifar-10-python.tar.gz"
+LOCAL_SUMS = "cifar10-local-md5.json"   # written beside the offline test copy by make_cifar10.py
+
+
+class WorkshopError(RuntimeError):
+    """A problem with a known fix. Jupyter shows only this message, not a traceback."""
+
+    def _render_traceback_(self):          # IPython calls this instead of printing a traceback
+        return [f"\x1b[31m{type(self).__name__}\x1b[0m: {self}"]
+
+
+def data_root():
+    """The folder that holds (or will hold) cifar-10-batches-py/: $CIFAR10_ROOT, else the repo's data/."""
+    return Path(os.environ.get("CIFAR10_ROOT") or REPO / "data").expanduser()
+
+
+def md5sum(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# torchvision's built-in checksums for the official batch files, read before anything changes them
+OFFICIAL_SUMS = dict(torchvision.datasets.CIFAR10.train_list + torchvision.datasets.CIFAR10.test_list)
+
+
+def _check_files(folder, sums, what):
+    for name, expected in sums.items():
+        path = folder / name
+        if not path.exists():
+            raise WorkshopError(
+                f"{path} is missing, so the CIFAR-10 folder is incomplete ({what}). "
+                f"Delete the folder {folder} and run again to fetch a fresh copy.")
+        if md5sum(path) != expected:
+            raise WorkshopError(
+                f"{path} is corrupted or truncated: its checksum does not match ({what}). "
+                f"Delete it, or the whole folder {folder}, and run again to fetch a fresh copy; "
+                f"offline, put the official {ARCHIVE} in {folder.parent} first.")
+
+
+def _use_local_copy(root):
+    """The offline test copy: verify it against the sums written beside it, then tell torchvision.
+
+    The copy's pixels are a JPEG re-encoding of CIFAR-10, so its files cannot match the official
+    checksums. After every file has matched cifar10-local-md5.json, torchvision's CIFAR10 class is
+    given those sums, so that it still verifies every file it loads. Only a folder with that json
+    beside it is treated this way; the official data keeps torchvision's own checksums.
+    """
+    sums = json.loads((root / LOCAL_SUMS).read_text())
+    _check_files(root / BATCHES, sums, "offline copy, checked against " + LOCAL_SUMS)
+    cls = torchvision.datasets.CIFAR10
+    cls.train_list = [[name, sums[name]] for name, _ in cls.train_list]
+    cls.test_list = [[name, sums[name]] for name, _ in cls.test_list]
+    return "offline copy (JPEG re-encoded), checksums verified"
+
+
+def _writable(root):
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as err:
+        raise WorkshopError(
+            f"The data folder {root} cannot be written ({err.strerror}), so CIFAR-10 cannot be "
+            f"saved there. Set CIFAR10_ROOT to a folder you can write (or one that already holds "
+            f"{BATCHES}/), then restart the kernel.") from None
+
+
+def _extract(archive, root):
+    if md5sum(archive) != torchvision.datasets.CIFAR10.tgz_md5:
+        raise WorkshopError(
+            f"{archive} is corrupted or truncated: its checksum does not match the official one. "
+            f"Delete it and run again to download it (163 MB), or copy a good one in its place.")
+    _writable(root)
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):          # Python 3.11.4+: refuse unsafe paths
+            tar.extractall(root, filter="data")
+        else:
+            tar.extractall(root)
+
+
+def _download(root):
+    _writable(root)
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)            # a blocked network fails in seconds, not never
+    try:
+        torchvision.datasets.CIFAR10(root=root, train=True, download=True)
+    except (urllib.error.URLError, OSError) as err:
+        raise WorkshopError(
+            f"CIFAR-10 is not in {root} and could not be downloaded ({err}). Connect to the "
+            f"internet and run again; or, offline, copy the official {ARCHIVE} (163 MB) into "
+            f"{root}; or set CIFAR10_ROOT to a folder that holds {BATCHES}/.") from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def find_cifar10(root=None, download=True, quiet=False):
+    """Make sure CIFAR-10 is in `root` (default: data_root()) and verified; return the folder.
+
+    In order: the offline test copy (verified against its own checksums); the official batch
+    files (verified against torchvision's); the official archive placed in the folder (verified,
+    then unpacked, no download); a download through torchvision (which verifies it too).
+    Every failure raises WorkshopError with what happened and what to do.
+    """
+    root = Path(root) if root is not None else data_root()
+    batches = root / BATCHES
+    if (root / LOCAL_SUMS).exists() and batches.exists():
+        source = _use_local_copy(root)
+    elif batches.exists():
+        _check_files(batches, OFFICIAL_SUMS, "official CIFAR-10")
+        source = "official files, checksums verified"
+    elif (root / ARCHIVE).exists():
+        _extract(root / ARCHIVE, root)
+        _check_files(batches, OFFICIAL_SUMS, "official CIFAR-10")
+        source = f"unpacked from the {ARCHIVE} found there, checksums verified"
+    elif download:
+        _download(root)
+        source = "downloaded, checksums verified"
+    else:
+        raise WorkshopError(f"CIFAR-10 is not in {root}. Run `python3 run.py data` to fetch it, "
+                            f"or set CIFAR10_ROOT to a folder that holds {BATCHES}/.")
+    if not quiet:
+        print(f"CIFAR-10 ready in {shown(root)}: {source}")
+    return root
+
+
+def shown(path):
+    """A path as a lesson prints it: relative to the repository, or to the home folder (~), where
+    it lies inside one, so that stored outputs name no machine's folders."""
+    path, home = Path(path).resolve(), Path.home().resolve()
+    if path.is_relative_to(REPO.resolve()):
+        return str(path.relative_to(REPO.resolve()))
+    if path.is_relative_to(home):
+        return str(Path("~") / path.relative_to(home))
+    return str(path)
+
+
+def load_cifar10_tensors(root, train):
+    """The whole split as tensors: images (N, 3, 32, 32) uint8 and labels (N,) int64."""
+    try:                                 # torchvision verifies the files' checksums as it loads
+        dataset = torchvision.datasets.CIFAR10(root=root, train=train, download=False)
+    except RuntimeError:                 # not verified yet in this process, missing, or damaged:
+        find_cifar10(root, download=False, quiet=True)      # accept the offline copy, or explain
+        dataset = torchvision.datasets.CIFAR10(root=root, train=train, download=False)
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2)     # NHWC -> NCHW
+    labels = torch.tensor(dataset.targets)
+    return images, labels

@@ -1,0 +1,295 @@
+"""What attendees and instructors see: `run.py lab`, the attendee copies, every figure and link,
+the slides, and the lessons in a real browser.
+
+The browser test starts JupyterLab exactly as `python3 run.py lab` does (its command line, a free
+port, a known token, the repository as the server's root) and drives Debian's Chromium with
+Playwright; screenshots go to build/screenshots/.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+SHOTS = REPO / "build" / "screenshots"
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+import build_slides  # noqa: E402
+import make_attendee_copies  # noqa: E402
+import run  # noqa: E402
+
+
+# ------------------------------------------------------------------ run.py lab
+
+def test_lab_as_root_without_a_display_starts_and_prints_its_address():
+    command, url, notes = run.lab_command(Path("python"), [], "attendee", is_root=True, display=False)
+    assert "--allow-root" in command and "--no-browser" in command
+    assert f"--ServerApp.root_dir={REPO}" in command, "the server shows the whole repository"
+    assert "--LabApp.default_url=/lab/tree/attendee/00-setup-check.ipynb" in command
+    token = re.search(r"\?token=([0-9a-f]{32})$", url).group(1)
+    assert f"--IdentityProvider.token={token}" in command
+    port = command[command.index("--port") + 1]
+    assert url.startswith(f"http://127.0.0.1:{port}/lab/tree/attendee/00-setup-check.ipynb")
+    assert any("root" in n for n in notes) and any("display" in n for n in notes)
+
+
+def test_lab_passes_its_arguments_to_jupyterlab():
+    rest = ["--ip", "0.0.0.0", "--port=9000", "--IdentityProvider.token=abc", "--allow-root"]
+    command, url, notes = run.lab_command(Path("python"), rest, "notebooks", is_root=True, display=True)
+    assert command[-len(rest):] == rest and command.count("--allow-root") == 1
+    assert "--no-browser" not in command and not notes
+    assert url == "http://127.0.0.1:9000/lab/tree/notebooks/00-setup-check.ipynb?token=abc"
+
+
+def test_lab_news_and_update_prompts_are_off_in_the_environment_only(tmp_path, monkeypatch):
+    prefix = tmp_path / "env"
+    monkeypatch.setattr(run.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, str(prefix)))
+    run.write_lab_overrides(Path("python"), {})
+    written = json.loads((prefix / "share/jupyter/lab/settings/overrides.json").read_text())
+    notification = written["@jupyterlab/apputils-extension:notification"]
+    assert notification == {"checkForUpdates": False, "fetchNews": "false"}
+
+
+@pytest.mark.parametrize("capability,bf16,machine,expected", [
+    ("AVX512", True, "x86_64", ("avx2", run.CPU_DEPENDENT)),
+    ("AVX512", False, "x86_64", ("avx2", run.CPU_DEPENDENT)),
+    ("AVX2", True, "x86_64", ("avx2", run.CPU_DEPENDENT)),
+    ("AVX2", False, "x86_64", ("default", run.CHEAP)),
+    ("NO AVX", False, "arm64", None)])
+def test_the_second_cpu_path_is_always_another_one(capability, bf16, machine, expected):
+    path = run.second_cpu_path(capability, bf16, machine)
+    if expected is None:
+        assert path is None
+        return
+    env, lessons, _ = path
+    assert (env["ATEN_CPU_CAPABILITY"], lessons) == expected and env["WORKSHOP_BFLOAT16"] == "0"
+    assert all((NOTEBOOKS / f"{name}.ipynb").exists() for name in lessons)
+
+
+# ------------------------------------------------------------------ attendee copies
+
+def test_attendee_copies_are_refreshed_but_never_overwrite_an_attendee(tmp_path, monkeypatch):
+    written, kept = make_attendee_copies.refresh(tmp_path, quiet=True)
+    assert written == [p.name for p in LESSONS] and kept == []
+    edited = tmp_path / LESSONS[1].name
+    edited.write_text(edited.read_text().replace("# Your answer here", "x = 42  # mine"))
+    mine = edited.read_text()
+    assert make_attendee_copies.refresh(tmp_path, quiet=True) == ([], [])   # nothing new: nothing said
+    original = make_attendee_copies.attendee_copy
+
+    def changed_lessons(nb):                      # every lesson gets a new cell, as after an update
+        nb = original(nb)
+        nb["cells"].append({"cell_type": "markdown", "id": "new", "metadata": {}, "source": ["New."]})
+        return nb
+
+    monkeypatch.setattr(make_attendee_copies, "attendee_copy", changed_lessons)
+    written, kept = make_attendee_copies.refresh(tmp_path, quiet=True)
+    assert kept == [edited.name] and edited.read_text() == mine, "the attendee's edits survive"
+    assert sorted(written) == sorted(p.name for p in LESSONS if p.name != edited.name)
+    assert '"New."' in (tmp_path / LESSONS[0].name).read_text()
+
+
+# ------------------------------------------------------------------ figures and links, everywhere
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)|<img[^>]*\ssrc=\"([^\"]+)\"")
+
+
+def relative_links(text):
+    for match in LINK.finditer(text):
+        target = match.group(1) or match.group(2)
+        if not re.match(r"[a-z]+:|#|/", target):
+            yield target.split("#")[0]
+
+
+def markdown_of(path):
+    nb = json.loads(path.read_text())
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("folder", ["notebooks", "attendee"])
+def test_every_figure_and_link_in_the_lessons_resolves(folder, tmp_path):
+    """The lessons as stored, and the attendee copies (one folder below the repository too)."""
+    where = NOTEBOOKS if folder == "notebooks" else REPO / "attendee"
+    if folder == "attendee":
+        where = tmp_path / "repo" / "attendee"
+        make_attendee_copies.refresh(where, quiet=True)
+        for name in ("README.md", "INSTRUCTORS.md", "images"):       # the repository around it
+            os.symlink(REPO / name, tmp_path / "repo" / name)
+    dead = []
+    for lesson in sorted(where.glob("[0-9][0-9]-*.ipynb")):
+        for target in relative_links(markdown_of(lesson)):
+            if not (where / target).exists():
+                dead.append(f"{folder}/{lesson.name}: {target}")
+    assert not dead, "\n".join(dead)
+
+
+@pytest.mark.parametrize("page", ["README.md", "INSTRUCTORS.md"])
+def test_every_link_on_the_repository_pages_resolves(page):
+    dead = [t for t in relative_links((REPO / page).read_text()) if not (REPO / t).exists()]
+    assert not dead, f"{page} links to missing {dead}"
+
+
+def test_slides_carry_their_figures_and_working_links():
+    decks = build_slides.build(LESSONS)
+    for deck in decks:
+        html = deck.read_text()
+        sources = re.findall(r"<img[^>]*\ssrc=\"([^\"]+)\"", html)
+        assert all(s.startswith("data:image/") for s in sources), f"{deck.name}: {[s[:40] for s in sources]}"
+        for href in re.findall(r"<a[^>]*\shref=\"([^\"#]+)[^\"]*\"", html):
+            if not re.match(r"[a-z]+:|/", href):
+                assert (deck.parent / href).exists(), f"{deck.name} links to missing {href}"
+        assert "white-space: pre-wrap" in html, "long lines wrap"
+    with_figure = (build_slides.OUT / "01-tensors.slides.html").read_text()
+    assert with_figure.count("data:image/png;base64,") >= 2, "lesson 01's figure is embedded"
+
+
+# ------------------------------------------------------------------ in a real browser
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if os.environ.get("CI"):
+        pytest.fail("CI must have Chromium for the browser tests (.ci/run installs it)")
+    pytest.skip("Chromium is not installed: `apt-get install chromium` for the browser tests")
+
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab started as `python3 run.py lab` starts it; yields (base URL, token)."""
+    executable = chromium()
+    playwright = pytest.importorskip("playwright.sync_api")
+    home = tmp_path_factory.mktemp("jupyter")
+    settings = home / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    # every cell rendered at once, so that every figure of a long lesson can be checked
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    env = dict(os.environ, PYTHONPATH=str(NOTEBOOKS), JUPYTER_CONFIG_DIR=str(home / "config"),
+               JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"))
+    make_attendee_copies.refresh(quiet=True)
+    run.write_lab_overrides(Path(sys.executable), env)
+    command, url, _ = run.lab_command(Path(sys.executable), [], "attendee",
+                                      is_root=hasattr(os, "geteuid") and os.geteuid() == 0, display=False)
+    base, token = url.split("/lab/")[0], url.split("token=")[1]
+    log = open(home / "lab.log", "w")
+    server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (home / "lab.log").read_text()[-2000:]
+                time.sleep(0.5)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+            yield base, token, browser, url
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def open_lesson(browser, base, token, path):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{base}/lab/tree/{path}?token={token}")
+    page.wait_for_selector(".jp-Notebook .jp-MarkdownCell .jp-RenderedMarkdown", timeout=60000)
+    page.wait_for_function("document.querySelector('.jp-Notebook').dataset.jpKernelUser !== undefined"
+                           " || document.querySelectorAll('.jp-Cell').length > 3", timeout=60000)
+    page.wait_for_timeout(1500)                    # figures arrive after the markdown renders
+    return page
+
+
+def broken_images(page):
+    return page.evaluate("""() => Array.from(document.querySelectorAll('.jp-Notebook img'))
+        .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('alt') || i.src)""")
+
+
+def served(base, token, path):
+    try:
+        return urllib.request.urlopen(f"{base}/api/contents/{path}?content=0&token={token}", timeout=10).status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("folder", ["attendee", "notebooks"])
+def test_every_lesson_shows_its_figures_and_its_links_work_in_jupyterlab(lab, folder):
+    base, token, browser, _ = lab
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for lesson in LESSONS:
+        page = open_lesson(browser, base, token, f"{folder}/{lesson.name}")
+        problems += [f"{folder}/{lesson.name}: image {b} did not load" for b in broken_images(page)]
+        if lesson.stem.startswith("01") and folder == "notebooks":
+            page.screenshot(path=str(SHOTS / "lab-01-tensors.png"))
+        page.close()
+        for target in relative_links(markdown_of(lesson)):
+            resolved = os.path.normpath(f"{folder}/{target}")
+            if not served(base, token, resolved):
+                problems.append(f"{folder}/{lesson.name}: link {target} is not served")
+    assert not problems, "\n".join(problems)
+
+
+def run_all(page):
+    page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+    page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+
+
+def errors_shown(page):
+    return page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count()
+
+
+def test_lesson_00_runs_all_from_the_menu_and_says_ready(lab):
+    base, token, browser, url = lab
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url)                                 # the address run.py prints: lesson 00 opens
+    page.wait_for_selector(".jp-Notebook .jp-RenderedMarkdown", timeout=60000)
+    assert "00-setup-check.ipynb" in page.title() or page.locator("text=00 · Setup check").count()
+    assert page.locator("text=get notified about official Jupyter news").count() == 0
+    run_all(page)
+    page.wait_for_selector(".jp-OutputArea-output >> text=Ready.", timeout=180000)
+    page.screenshot(path=str(SHOTS / "lab-00-setup-check.png"))
+    assert errors_shown(page) == 0, "lesson 00 showed an error"
+    page.close()
+
+
+def test_lesson_02_draws_its_batch_after_running(lab):
+    base, token, browser, _ = lab
+    page = open_lesson(browser, base, token, "attendee/02-data.ipynb")
+    assert page.locator(".jp-OutputArea-output img").count() == 0, "the attendee copy has no outputs"
+    run_all(page)
+    page.wait_for_function("""() => Array.from(document.querySelectorAll('.jp-OutputArea-output img'))
+        .some(i => i.complete && i.naturalWidth > 0)""", timeout=300000)
+    page.screenshot(path=str(SHOTS / "lab-02-data.png"))
+    page.close()
+
+
+def test_a_slide_deck_shows_its_figures_and_nothing_runs_off_the_slide(lab):
+    _, _, browser, _ = lab
+    deck = build_slides.build([NOTEBOOKS / "01-tensors.ipynb"])[0]
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(deck.as_uri())
+    page.wait_for_function("() => window.Reveal && Reveal.isReady && Reveal.isReady()", timeout=60000)
+    images = page.evaluate("() => Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+    assert images and all(images), "a figure of the deck did not load"
+    overflowing = page.evaluate("""() => Array.from(document.querySelectorAll('.reveal pre'))
+        .filter(e => e.scrollWidth > e.clientWidth + 1).length""")
+    assert overflowing == 0, f"{overflowing} code blocks run off their slide"
+    page.screenshot(path=str(SHOTS / "slides-01-tensors.png"))
+    page.close()
