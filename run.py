@@ -153,7 +153,7 @@ def has_display():
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def lab_command(py, rest, folder, is_root, display):
+def lab_command(py, rest, folder, is_root, display, root=REPO):
     """The JupyterLab command line, the URL to open and what to tell the user about it."""
     args = list(rest)
     ip = option(args, "--ip") or "127.0.0.1"
@@ -176,7 +176,7 @@ def lab_command(py, rest, folder, is_root, display):
     page = f"lab/tree/{folder}/{FIRST_LESSON}"
     host = "127.0.0.1" if ip in ("0.0.0.0", "", "*", "::") else ip
     url = f"http://{host}:{port}/{page}?token={token}"
-    command = [str(py), "-m", "jupyter", "lab", f"--ServerApp.root_dir={REPO}",
+    command = [str(py), "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}",
                f"--LabApp.default_url=/{page}", *args]
     return command, url, notes
 

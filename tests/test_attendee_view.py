@@ -2,8 +2,9 @@
 the slides, and the lessons in a real browser.
 
 The browser test starts JupyterLab exactly as `python3 run.py lab` does (its command line, a free
-port, a known token, the repository as the server's root) and drives Debian's Chromium with
-Playwright; screenshots go to build/screenshots/.
+port, a known token), serving a scratch copy of the repository so that nothing it runs is ever
+saved into a learner's own attendee/ copies, and drives Debian's Chromium with Playwright;
+screenshots go to build/screenshots/.
 """
 import json
 import os
@@ -174,16 +175,24 @@ def lab(tmp_path_factory):
     executable = chromium()
     playwright = pytest.importorskip("playwright.sync_api")
     home = tmp_path_factory.mktemp("jupyter")
-    settings = home / "settings" / "@jupyterlab" / "notebook-extension"
-    settings.mkdir(parents=True)
+    settings = home / "settings" / "@jupyterlab"
+    (settings / "notebook-extension").mkdir(parents=True)
+    (settings / "docmanager-extension").mkdir(parents=True)
     # every cell rendered at once, so that every figure of a long lesson can be checked
-    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    (settings / "docmanager-extension" / "plugin.jupyterlab-settings").write_text('{"autosave": false}')
     env = dict(os.environ, PYTHONPATH=str(NOTEBOOKS), JUPYTER_CONFIG_DIR=str(home / "config"),
                JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"))
-    make_attendee_copies.refresh(quiet=True)
+    root = home / "workshop"                       # the repository as a learner has it
+    root.mkdir()
+    for name in ("README.md", "INSTRUCTORS.md", "LICENSE"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "images", root / "images")
+    shutil.copytree(NOTEBOOKS, root / "notebooks", ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    make_attendee_copies.refresh(root / "attendee", quiet=True)
     run.write_lab_overrides(Path(sys.executable), env)
-    command, url, _ = run.lab_command(Path(sys.executable), [], "attendee",
+    command, url, _ = run.lab_command(Path(sys.executable), [], "attendee", root=root,
                                       is_root=hasattr(os, "geteuid") and os.geteuid() == 0, display=False)
     base, token = url.split("/lab/")[0], url.split("token=")[1]
     log = open(home / "lab.log", "w")
@@ -208,11 +217,9 @@ def lab(tmp_path_factory):
 
 def open_lesson(browser, base, token, path):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(f"{base}/lab/tree/{path}?token={token}")
-    page.wait_for_selector(".jp-Notebook .jp-MarkdownCell .jp-RenderedMarkdown", timeout=60000)
-    page.wait_for_function("document.querySelector('.jp-Notebook').dataset.jpKernelUser !== undefined"
-                           " || document.querySelectorAll('.jp-Cell').length > 3", timeout=60000)
-    page.wait_for_timeout(1500)                    # figures arrive after the markdown renders
+    page.goto(f"{base}/lab/tree/{path}?reset&token={token}")      # reset: this lesson alone
+    page.wait_for_selector(".jp-Notebook .jp-RenderedMarkdown h1", timeout=60000)   # the title
+    page.wait_for_timeout(2000)                    # figures arrive after the markdown renders
     return page
 
 
@@ -258,12 +265,15 @@ def errors_shown(page):
 def test_lesson_00_runs_all_from_the_menu_and_says_ready(lab):
     base, token, browser, url = lab
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(url)                                 # the address run.py prints: lesson 00 opens
-    page.wait_for_selector(".jp-Notebook .jp-RenderedMarkdown", timeout=60000)
+    page.goto(url.replace("?token", "?reset&token"))   # the address run.py prints: lesson 00 opens
+    page.wait_for_selector(".jp-Notebook .jp-RenderedMarkdown h1", timeout=60000)
     assert "00-setup-check.ipynb" in page.title() or page.locator("text=00 · Setup check").count()
     assert page.locator("text=get notified about official Jupyter news").count() == 0
     run_all(page)
-    page.wait_for_selector(".jp-OutputArea-output >> text=Ready.", timeout=180000)
+    ready = page.wait_for_selector(".jp-OutputArea-output >> text=Ready.", timeout=180000)
+    ready.scroll_into_view_if_needed()
+    page.mouse.wheel(0, 250)                       # the checks above it, and Ready. in view
+    page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / "lab-00-setup-check.png"))
     assert errors_shown(page) == 0, "lesson 00 showed an error"
     page.close()
@@ -285,7 +295,7 @@ def test_a_slide_deck_shows_its_figures_and_nothing_runs_off_the_slide(lab):
     deck = build_slides.build([NOTEBOOKS / "01-tensors.ipynb"])[0]
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     page.goto(deck.as_uri())
-    page.wait_for_function("() => window.Reveal && Reveal.isReady && Reveal.isReady()", timeout=60000)
+    page.wait_for_selector(".reveal.ready", state="attached", timeout=60000)
     images = page.evaluate("() => Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
     assert images and all(images), "a figure of the deck did not load"
     overflowing = page.evaluate("""() => Array.from(document.querySelectorAll('.reveal pre'))

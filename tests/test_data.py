@@ -27,14 +27,6 @@ def no_network(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
-@pytest.fixture
-def official_checksums(monkeypatch):
-    """torchvision's CIFAR10 as a learner's process has it, before any offline copy was used."""
-    cls = torchvision.datasets.CIFAR10
-    monkeypatch.setattr(cls, "train_list", [[n, cifar10_data.OFFICIAL_SUMS[n]] for n, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[n, cifar10_data.OFFICIAL_SUMS[n]] for n, _ in cls.test_list])
-
-
 def copy_of(src_root, dest_root, with_sums=True):
     """A private copy of the offline data (hard links where possible: it is 180 MB)."""
     (dest_root / cifar10_data.BATCHES).mkdir(parents=True)
@@ -59,7 +51,7 @@ def test_the_test_data_is_found_and_verified(cifar10_root):
     assert workshop.find_cifar10(cifar10_root, download=False, quiet=True) == cifar10_root
 
 
-def test_no_data_and_no_network(tmp_path, no_network, official_checksums):
+def test_no_data_and_no_network(tmp_path, no_network):
     with pytest.raises(workshop.WorkshopError) as err:
         workshop.find_cifar10(tmp_path / "data", quiet=True)
     message = str(err.value)
@@ -87,8 +79,10 @@ def test_missing_batch_file_is_named(cifar10_root, tmp_path):
         workshop.find_cifar10(root, quiet=True)
 
 
-def test_offline_copy_is_not_accepted_as_official_data(cifar10_root, tmp_path, official_checksums):
-    """Without its checksum file, the re-encoded copy fails torchvision's official checksums."""
+def test_offline_copy_is_not_accepted_as_official_data(cifar10_root, tmp_path):
+    """Without its checksum file, the re-encoded copy fails torchvision's official checksums, even
+    in a process that has verified (and loaded) the offline copy in another folder."""
+    workshop.load_cifar10_tensors(cifar10_root, train=False)
     root = copy_of(cifar10_root, tmp_path, with_sums=False)
     with pytest.raises(workshop.WorkshopError, match="corrupted or truncated"):
         workshop.find_cifar10(root, quiet=True)

@@ -287,3 +287,16 @@ def test_every_expect_in_the_prose_is_in_the_output_below_it(path):
             if shown.count(snippet) < times:
                 problems.append(f"cell {i}: expects `{snippet}`" + (f" {times} times" if times > 1 else ""))
     assert not problems, "\n".join(problems)
+
+
+def test_times_agree_between_lessons_readme_and_instructors():
+    """One figure per claim: the README's table gives each lesson's header time, and lesson 05's
+    training time reads the same in its header, the README and INSTRUCTORS.md."""
+    readme = (NOTEBOOKS.parent / "README.md").read_text()
+    instructors = (NOTEBOOKS.parent / "INSTRUCTORS.md").read_text()
+    table = dict(re.findall(r"^\| (\d\d) \| .*\| (\d+) min \|$", readme, flags=re.M))
+    for path in LESSONS:
+        header = re.search(r"\*\*Time:\*\* (\d+) minutes", source(cells(path)[0]))
+        assert header and table.get(path.stem[:2]) == header.group(1), f"{path.stem}: README says {table.get(path.stem[:2])} min"
+    training = re.search(r"including (about \d+ minutes) of training", source(cells(LESSONS[5])[0])).group(1)
+    assert f"trains for {training}" in readme and f"runs {training}" in instructors

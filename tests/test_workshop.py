@@ -21,7 +21,7 @@ def small_data(cifar10_root):
 
 def test_networks_give_10_logits_and_the_documented_sizes():
     x = torch.randn(2, 3, 32, 32)
-    for net, params in [(workshop.TutorialNet(), 62_006), (workshop.WorkshopNet(), 391_466)]:
+    for net, params in [(workshop.TutorialNet(), 62_006), (workshop.WorkshopNet(), 221_026)]:
         assert tuple(net.eval()(x).shape) == (2, 10)
         assert sum(p.numel() for p in net.parameters()) == params
 
@@ -60,10 +60,10 @@ def test_one_cycle_schedule_warms_up_then_decays():
     assert rates[0] < max(rates) / 10 and rates[-1] < max(rates) / 100
 
 
-def train_a_little(data, seed=0, epochs=1):
+def train_a_little(data, seed=0, epochs=1, **changes):
     torch.manual_seed(seed)
     model = workshop.WorkshopNet().to(memory_format=torch.channels_last)
-    recipe = dict(workshop.RECIPE, epochs=epochs, batch_size=128, lr=0.05)   # gentle: 8 steps an epoch
+    recipe = dict(workshop.RECIPE, epochs=epochs, batch_size=128, lr=0.05, **changes)   # 8 steps an epoch
     history = workshop.fit(model, data, data, recipe, seed=seed,
                            autocast_dtype=workshop.cpu_autocast_dtype())
     return model, history
@@ -80,6 +80,28 @@ def test_the_same_seed_gives_the_same_numbers_twice(small_data):
 def test_training_lowers_the_loss(small_data):
     _, history = train_a_little(small_data, epochs=3)
     assert history["train_loss"][-1] < 0.7 * history["train_loss"][0]
+
+
+def test_the_recipe_given_is_the_recipe_trained(small_data):
+    """Every setting arrives in the recipe (no module state is read): lesson 05's exercise 2,
+    label smoothing switched off, gives a lower training loss, as its solution says."""
+    _, smoothed = train_a_little(small_data, epochs=2)
+    _, plain = train_a_little(small_data, epochs=2, label_smoothing=0.0)
+    assert plain["train_loss"][-1] < smoothed["train_loss"][-1] - 0.05
+    assert workshop.RECIPE["label_smoothing"] == 0.1, "the module's recipe is left as it was"
+
+
+@pytest.mark.parametrize("value,expected", [("0", None), ("off", None), ("1", torch.bfloat16)])
+def test_bfloat16_can_be_switched_by_environment(monkeypatch, value, expected):
+    monkeypatch.setenv("WORKSHOP_BFLOAT16", value)
+    assert workshop.cpu_autocast_dtype() == expected
+    assert ("bfloat16" in workshop.cpu_path()) == (expected is not None)
+
+
+def test_a_misspelt_bfloat16_switch_is_explained(monkeypatch):
+    monkeypatch.setenv("WORKSHOP_BFLOAT16", "maybe")
+    with pytest.raises(workshop.WorkshopError, match="WORKSHOP_BFLOAT16"):
+        workshop.cpu_autocast_dtype()
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -222,11 +244,15 @@ def test_cpu_benchmark_prints_its_json_last(cifar10_root):
     """A smoke run on 512 images: the figures come out, in the promised form."""
     done = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "cpu_training.py"), "--train-images", "512",
-         "--epochs", "1", "--tutorial-epochs", "1"],
+         "--epochs", "1", "--tutorial-epochs", "1", "--float32"],
         capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(result) == {"tutorial_s", "tutorial_acc", "workshop_s", "workshop_acc", "time_ratio"}
+    assert set(result) == {"tutorial_s", "tutorial_acc", "workshop_s", "workshop_acc", "time_ratio",
+                           "cpu_capability", "autocast", "threads", "torch", "commit"}
+    assert result["autocast"] is None, "--float32 keeps float32 even where the CPU has bfloat16"
+    assert result["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert result["threads"] == torch.get_num_threads() and result["torch"] == torch.__version__
     assert 0 <= result["workshop_acc"] <= 1 and result["tutorial_s"] > 0
     # the seconds are printed rounded to 0.01 s, the ratio is computed before rounding
     assert result["time_ratio"] == pytest.approx(result["workshop_s"] / result["tutorial_s"], abs=0.02)
