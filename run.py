@@ -214,7 +214,7 @@ def main(argv):
     py = Path(sys.executable) if here else ensure_venv()
     env = dict(os.environ, PYTHONPATH=str(REPO / "notebooks"))
     if command == "test":
-        # tests/conftest.py prepares the data (offline), so the tests never download
+        # conftest.py prepares the data (offline), so the tests never download
         return test(py, rest, env)
     # lab and data: make sure CIFAR-10 is present and verified (downloads it when missing)
     fetch = ("import sys, workshop\n"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Lesson 07's fast recipe: mean and minimum test accuracy over several seeds, and training time.
 
-    python benchmarks/gpu_training.py [--seeds 0 1 2 3 4] [--epochs N] [--quick]
+    python benchmarks/gpu_training.py [--seeds 0 1 2 3 4] [--epochs N] [--quick] [--train-images N] [--test-images N]
 
 Runs on the device lesson 00 picks (CUDA, else MPS, else the CPU). On CUDA it uses bfloat16,
 channels_last and cudnn.benchmark, and first trains once untimed so that cuDNN's algorithm
@@ -34,6 +34,9 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=workshop.FAST_RECIPE["epochs"])
     parser.add_argument("--quick", action="store_true", help="lesson 07's shortened CPU run")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="train on the first N images only (a smoke test, not a measurement)")
+    parser.add_argument("--test-images", type=int, default=None, help="score the first N test images only")
     args = parser.parse_args()
 
     device, reason = workshop.pick_device()
@@ -42,6 +45,7 @@ def main():
     if args.quick:
         recipe = workshop.FAST_RECIPE_SHORT
         n_train, n_test = 4000, 2000
+    n_train, n_test = args.train_images or n_train, args.test_images or n_test
     if device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
         torch.backends.cudnn.benchmark = True

@@ -156,23 +156,14 @@ def test_slides_carry_their_figures_and_working_links():
 
 # ------------------------------------------------------------------ in a real browser
 
-def chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    if os.environ.get("CI"):
-        pytest.fail("CI must have Chromium for the browser tests (.ci/run installs it)")
-    pytest.skip("Chromium is not installed: `apt-get install chromium` for the browser tests")
-
-
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """JupyterLab started as `python3 run.py lab` starts it; yields (base URL, token)."""
-    executable = chromium()
+def lab(tmp_path_factory, chromium):
+    """JupyterLab started as `python3 run.py lab` starts it; yields (base URL, token, browser, URL)."""
+    executable = chromium
     playwright = pytest.importorskip("playwright.sync_api")
     home = tmp_path_factory.mktemp("jupyter")
     settings = home / "settings" / "@jupyterlab"
@@ -219,7 +210,12 @@ def open_lesson(browser, base, token, path):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(f"{base}/lab/tree/{path}?reset&token={token}")      # reset: this lesson alone
     page.wait_for_selector(".jp-Notebook .jp-RenderedMarkdown h1", timeout=60000)   # the title
-    page.wait_for_timeout(2000)                    # figures arrive after the markdown renders
+    page.wait_for_timeout(300)
+    try:                                            # figures arrive after the markdown renders
+        page.wait_for_function("""() => Array.from(document.querySelectorAll('.jp-Notebook img'))
+            .every(i => i.complete)""", timeout=15000)
+    except Exception:
+        pass                                        # reported as broken images below
     return page
 
 

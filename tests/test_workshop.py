@@ -261,10 +261,11 @@ def test_cpu_benchmark_prints_its_json_last(cifar10_root):
 def test_gpu_benchmark_quick_run_prints_its_json_last(cifar10_root):
     """On a machine without CUDA, the shortened run of lesson 07's recipe, end to end."""
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_training.py"), "--quick", "--seeds", "0"],
+        [sys.executable, str(REPO / "benchmarks" / "gpu_training.py"), "--quick", "--seeds", "0",
+         "--train-images", "1024", "--test-images", "500"],
         capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert {"device", "torch", "seeds", "mean_acc", "min_acc", "mean_train_s"} <= set(result)
-    assert result["seeds"] == [0] and result["train_images"] == 4000
-    assert result["mean_acc"] == result["min_acc"] > 0.2
+    assert result["seeds"] == [0] and result["train_images"] == 1024
+    assert result["mean_acc"] == result["min_acc"] > 0.15

@@ -11,6 +11,7 @@ scratch file, so the tests never touch a learner's own checkpoints/.
 """
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent
 MAKER = REPO.parent / "shared" / "cifar10" / "make_cifar10.py"
 sys.path.insert(0, str(REPO / "notebooks"))
 
@@ -74,3 +75,14 @@ def pytest_report_collectionfinish(config):
     seed, order = getattr(config, "_notebook_order", (None, []))
     if order:
         return f"lessons run in the order {' '.join(order)} (NOTEBOOK_ORDER_SEED={seed})"
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """The system's Chromium (Debian's package; nothing is downloaded). CI must have it."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if os.environ.get("CI"):
+        pytest.fail("CI must have Chromium for the browser tests (.ci/run installs it)")
+    pytest.skip("Chromium is not installed: `apt-get install chromium` for the browser tests")
