@@ -105,7 +105,8 @@ def main():
     n = args.train_images
     root = workshop.find_cifar10(download=False)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
-          f"{platform.processor() or platform.machine()}, {workshop.cpu_path()}")
+          f"{platform.processor() or platform.machine()}, "
+          f"{torch.backends.cpu.get_cpu_capability()} kernels, {torch.get_num_threads()} threads")
 
     t_s, t_acc = tutorial(root, args.tutorial_epochs, n)
     print(f"tutorial: {args.tutorial_epochs} epochs in {t_s:.1f} s "

@@ -13,7 +13,8 @@ skipped and a line says how to get it (rename or delete the copy). In each copy:
 - every code cell whose source is hidden (`jupyter.source_hidden`, the folded code solutions)
   is replaced by an empty cell to write the answer in.
 The copies sit one folder below the repository, like notebooks/, so their links to ../images
-and ../README.md keep working; workshop.py is copied beside them.
+and ../README.md keep working; workshop.py and cifar10_data.py, which the lessons import, are
+copied beside them.
 """
 import copy
 import hashlib
