@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
 EXPECTED = ["00-setup-check", "01-tensors", "02-data", "03-cnn", "04-loss-and-optimizer",
-            "05-training-on-cpu", "06-gpu", "07-fast-training"]
+            "05-training-on-cpu", "06-gpu", "07-fast-training", "08-scaling-out"]
 ALLOWED_TAGS = {"nbval-ignore-output", "nbval-skip", "nbval-raises-exception"}
 MAX_LINES = 15
 

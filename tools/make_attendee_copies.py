@@ -13,8 +13,8 @@ skipped and a line says how to get it (rename or delete the copy). In each copy:
 - every code cell whose source is hidden (`jupyter.source_hidden`, the folded code solutions)
   is replaced by an empty cell to write the answer in.
 The copies sit one folder below the repository, like notebooks/, so their links to ../images
-and ../README.md keep working; workshop.py and cifar10_data.py, which the lessons import, are
-copied beside them.
+and ../README.md keep working; the modules the lessons import or launch (MODULES) are copied
+beside them.
 """
 import copy
 import hashlib
@@ -29,6 +29,7 @@ SOURCE = REPO / "notebooks"
 OUT = REPO / "attendee"
 DETAILS = re.compile(r"\n?<details>.*?</details>\n?", flags=re.S)
 ANSWER_HERE = "# Your answer here\n"
+MODULES = ("workshop.py", "cifar10_data.py", "ddp_train.py", "ddp_launch.py")
 
 
 def attendee_copy(nb):
@@ -74,7 +75,7 @@ def refresh(out=None, quiet=False):
         target.write_text(fresh, encoding="utf-8")
         record[path.name] = digest(fresh)
         written.append(path.name)
-    for module in ("workshop.py", "cifar10_data.py"):       # what the lessons import
+    for module in MODULES:                                   # what the lessons import or launch
         shutil.copy(SOURCE / module, out / module)
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     if not quiet:

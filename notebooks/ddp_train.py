@@ -1,0 +1,278 @@
+"""Lesson 08's training script: lesson 05's recipe on every process that torchrun starts.
+
+    torchrun --standalone --nproc-per-node=2 ddp_train.py          # 2 processes on this machine (CPU: gloo)
+    torchrun --standalone --nproc-per-node=8 ddp_train.py          # 8 GPUs in one machine (NCCL)
+    torchrun --nnodes=2 --nproc-per-node=8 --rdzv-backend=c10d \\
+             --rdzv-endpoint=HOST:29500 --rdzv-id=cifar ddp_train.py    # the same line on each of 2 machines
+    python ddp_train.py                                            # one process, no torchrun
+
+Each process trains a copy of the model on its share of every batch; DistributedDataParallel
+averages the gradients in backward, so every copy takes the same step. Rank 0 prints, tests and
+saves: after every epoch it writes a checkpoint atomically, and a restarted job (torchrun
+--max-restarts) resumes from it. Options: `python ddp_train.py --help`.
+"""
+import argparse
+import datetime
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workshop  # noqa: E402
+
+
+def options(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=workshop.RECIPE["epochs"])
+    p.add_argument("--batch-size", type=int, default=workshop.RECIPE["batch_size"],
+                   help="the global batch: images per step over all processes (default %(default)s)")
+    p.add_argument("--train-images", type=int, default=None,
+                   help="train on the first N training images only (quick runs)")
+    p.add_argument("--test-images", type=int, default=None, help="test on the first N test images only")
+    p.add_argument("--net", choices=["workshop", "tutorial"], default="workshop")
+    p.add_argument("--no-augment", action="store_true", help="no flips or shifts (for exact comparisons)")
+    p.add_argument("--by-hand", action="store_true",
+                   help="average the gradients with our own all_reduce hooks instead of DDP")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="batch statistics over all processes (SyncBatchNorm; GPUs only)")
+    p.add_argument("--cpu", action="store_true", help="use the CPU and gloo even where there are GPUs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", type=Path, default=Path("checkpoints") / "ddp_train.pt",
+                   help="written by rank 0 after every epoch, read on a restart (default %(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="write the run's figures here as JSON")
+    p.add_argument("--measure-allreduce", action="store_true",
+                   help="only time the all_reduce of one step's gradients, and print it as JSON")
+    p.add_argument("--kill", metavar="RANK:EPOCH:STEP", default=None,
+                   help="fault drill: that process kills itself there, on the first attempt only")
+    return p.parse_args(argv)
+
+
+def log(*args):
+    """Print on rank 0 only: one line per event, not one per process."""
+    if dist.get_rank() == 0:
+        print(*args, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cpu=False):
+    """Join the process group that torchrun described in the environment; returns the device.
+
+    Without torchrun (plain `python ddp_train.py`) this process is a group of one.
+    """
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(free_port()))
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available() and not cpu:
+        if local_rank >= torch.cuda.device_count():
+            raise SystemExit(f"process {local_rank} on this machine needs GPU {local_rank}, but there "
+                             f"are {torch.cuda.device_count()}: use --nproc-per-node="
+                             f"{torch.cuda.device_count()}, or --cpu")
+        device = torch.device("cuda", local_rank)              # one GPU per process
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    timeout = datetime.timedelta(minutes=5)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    # where the processes meet: the store that torchrun's agent serves, or rank 0's own.
+    # After a restart the agent's store still holds the dead attempt's addresses, so each
+    # attempt works in a namespace of its own (the same idea as torchrun's rendezvous rounds).
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=rank == 0 and not agent, timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend, store=dist.PrefixStore(f"attempt-{attempt}", store),
+                            rank=rank, world_size=world, timeout=timeout)
+    return device
+
+
+def shard(n, epoch, seed, rank, world):
+    """This process's share of the n training images for one epoch: a new shuffle each epoch
+    (set_epoch), the same on every process, dealt out like cards (rank, rank + world, ...).
+    With n a multiple of world, every image is in exactly one process's share."""
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler))
+
+
+def average_gradients_by_hand(model):
+    """What DDP does in backward, written out: as each parameter's gradient is ready, sum it over
+    all processes (all_reduce) and divide by their number."""
+    world = dist.get_world_size()
+
+    def hook(param):
+        dist.all_reduce(param.grad)
+        param.grad /= world
+    for param in model.parameters():
+        dist.broadcast(param.data, src=0)          # start from rank 0's weights, as DDP does
+        param.register_post_accumulate_grad_hook(hook)
+    return model
+
+
+def save_atomically(state, path):
+    """Write to a temporary file beside `path`, then rename: a crash leaves the old file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    torch.save(state, partial)
+    os.replace(partial, path)                      # atomic on one file system
+
+
+def resume_state(path, config):
+    """The state saved by an earlier attempt of this same run, else None."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("config") != config:
+        raise SystemExit(f"{path} was written by a different run ({state.get('config')}); delete "
+                         f"it or pass --checkpoint with a new name.")
+    return state
+
+
+def evaluate(model, images, labels, device, autocast):
+    """Test accuracy over all processes: each scores its slice, then the counts are summed."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = slice(rank, None, world)
+    scores = workshop.predict(model, images[mine].to(device), autocast_dtype=autocast)
+    counts = torch.tensor([(scores.argmax(1).cpu() == labels[mine]).sum().item(), len(scores)],
+                          device=device)
+    dist.all_reduce(counts)
+    return (counts[0] / counts[1]).item()
+
+
+def time_allreduce(numel, device, repeats=20):
+    """Seconds for one all_reduce of `numel` float32 numbers (one step's gradients), and the bus
+    bandwidth that implies: a ring all-reduce moves 2 (world - 1) / world times the bytes per process."""
+    world = dist.get_world_size()
+    grads = torch.randn(numel, device=device)
+    for _ in range(3):                             # warm-up: connections, buffers
+        dist.all_reduce(grads)
+    workshop.synchronize(device)
+    began = time.perf_counter()
+    for _ in range(repeats):
+        dist.all_reduce(grads)
+    workshop.synchronize(device)
+    seconds = (time.perf_counter() - began) / repeats
+    moved = 2 * (world - 1) / world * numel * 4
+    return dict(world_size=world, backend=dist.get_backend(), bytes=numel * 4,
+                allreduce_s=round(seconds, 6), bus_gb_per_s=round(moved / seconds / 1e9, 3))
+
+
+def make_model(net, device, sync_bn):
+    torch.manual_seed(0)                           # the same starting weights on every process
+    model = workshop.WorkshopNet() if net == "workshop" else workshop.TutorialNet()
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model.to(device, memory_format=torch.channels_last)
+
+
+def train(args):
+    device = start(args.cpu)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if args.batch_size % world:
+        raise SystemExit(f"--batch-size {args.batch_size} does not split over {world} processes")
+    if args.sync_bn and device.type != "cuda":
+        raise SystemExit("--sync-bn needs GPUs: PyTorch's SyncBatchNorm runs on CUDA only")
+    local = args.batch_size // world               # each process's share of every batch
+    if args.measure_allreduce:
+        numel = sum(p.numel() for p in make_model(args.net, device, False).parameters())
+        result = time_allreduce(numel, device)
+        log(json.dumps(result))
+        if rank == 0 and args.out:
+            args.out.write_text(json.dumps(result) + "\n")
+        dist.destroy_process_group()
+        return
+    root = workshop.data_root()
+    images, labels = workshop.load_cifar10_tensors(root, train=True)
+    test_images, test_labels = workshop.load_cifar10_tensors(root, train=False)
+    images, labels = images[:args.train_images], labels[:args.train_images]
+    test_images, test_labels = test_images[:args.test_images], test_labels[:args.test_images]
+    images, labels = images.to(device), labels.to(device)
+
+    model = make_model(args.net, device, args.sync_bn)
+    if args.by_hand:
+        model = average_gradients_by_hand(model)
+    else:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    plain = model.module if isinstance(model, DistributedDataParallel) else model
+    # the linear scaling rule: a global batch k times the recipe's takes steps k times larger
+    recipe = dict(workshop.RECIPE, epochs=args.epochs, batch_size=args.batch_size,
+                  lr=workshop.RECIPE["lr"] * args.batch_size / workshop.RECIPE["batch_size"])
+    steps = -(-len(images) // args.batch_size)    # every image every epoch: the last batch may be smaller
+    optimizer, scheduler = workshop.make_optimizer(model, steps, recipe)
+    autocast = torch.bfloat16 if device.type == "cuda" else workshop.cpu_autocast_dtype()
+
+    config = {k: str(v) for k, v in sorted(vars(args).items()) if k not in ("kill", "out")}
+    state = resume_state(args.checkpoint, config)
+    first = 0
+    if state is not None:
+        plain.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        first = state["epoch"]
+        log(f"resumed from {args.checkpoint.name} after epoch {first}")
+    log(f"world size {world}, backend {dist.get_backend()}, device {device.type}: {local} images "
+        f"per process per step, {args.batch_size} per step in all, {steps} steps per epoch, "
+        f"lr {recipe['lr']:g}")
+
+    kill = [int(k) for k in args.kill.split(":")] if args.kill else None
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    seconds, acc = 0.0, None
+    for epoch in range(first, args.epochs):
+        model.train()
+        order = shard(len(images), epoch, args.seed, rank, world)
+        generator = torch.Generator().manual_seed(args.seed * 10007 + epoch * 101 + rank)
+        losses = []
+        workshop.synchronize(device)
+        began = time.perf_counter()
+        for step, batch in enumerate(order.split(local)):
+            if kill == [rank, epoch + 1, step] and attempt == 0:
+                print(f"rank {rank}: killing myself at epoch {epoch + 1}, step {step} (--kill)", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            batch = batch.to(device)
+            x = workshop.normalize(images[batch])
+            if not args.no_augment:
+                x = workshop.augment(x, generator)
+            losses.append(workshop.train_step(model, x, labels[batch], optimizer, scheduler,
+                                              recipe["label_smoothing"], autocast))
+        workshop.synchronize(device)
+        seconds += time.perf_counter() - began
+        loss = torch.tensor(sum(losses) / len(losses), device=device)
+        dist.all_reduce(loss)                      # the mean over processes, for the log line
+        acc = evaluate(plain, test_images, test_labels, device, autocast)
+        log(f"epoch {epoch + 1}/{args.epochs}: train loss {loss.item() / world:.3f}, "
+            f"test accuracy {acc:.1%}")
+        if rank == 0:
+            save_atomically({"model": plain.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                             "config": config}, args.checkpoint)
+        dist.barrier()                             # nobody starts the next epoch before the save
+    done = args.epochs - first
+    result = dict(world_size=world, backend=dist.get_backend(), device=device.type,
+                  epochs=done, seconds=round(seconds, 2),
+                  images_per_s=round(done * len(images) / seconds, 1) if seconds else None,
+                  test_acc=acc, restarts=attempt)
+    log(json.dumps(result))
+    if rank == 0 and args.out:
+        args.out.write_text(json.dumps(result) + "\n")
+    dist.destroy_process_group()                   # a clean shutdown: every process leaves the group
+
+
+if __name__ == "__main__":
+    train(options())
