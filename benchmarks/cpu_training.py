@@ -11,7 +11,7 @@
    (--float32, or WORKSHOP_BFLOAT16=0, keeps float32 even there: the path of most laptops).
 
 Training seconds cover the training loop only (not reading the files, not testing); accuracy is
-on the 10,000 test images. The last line printed is one JSON object with both results and
+on the 10,000 test images (--test-images N: the first N, for a smoke test). The last line printed is one JSON object with both results and
 time_ratio = workshop_s / tutorial_s, and what ran: cpu_capability (the instruction set PyTorch's
 kernels use), autocast, threads, torch and the repository's commit. Runs on the CPU whatever GPU
 the machine has.
@@ -42,7 +42,7 @@ def seed_everything(seed):
     np.random.seed(seed)
 
 
-def tutorial(root, epochs, n_train=50000):
+def tutorial(root, epochs, n_train=50000, n_test=10000):
     """The tutorial's code, unchanged but for the seed, the timer and an optional subset."""
     seed_everything(0)
     transform = transforms.Compose([transforms.ToTensor(),
@@ -51,6 +51,7 @@ def tutorial(root, epochs, n_train=50000):
     trainset = torch.utils.data.Subset(trainset, range(n_train))
     trainloader = torch.utils.data.DataLoader(trainset, batch_size=4, shuffle=True, num_workers=2)
     testset = torchvision.datasets.CIFAR10(root=root, train=False, download=False, transform=transform)
+    testset = torch.utils.data.Subset(testset, range(n_test))
     testloader = torch.utils.data.DataLoader(testset, batch_size=4, shuffle=False, num_workers=2)
     net = workshop.TutorialNet()
     criterion = nn.CrossEntropyLoss()
@@ -71,13 +72,14 @@ def tutorial(root, epochs, n_train=50000):
     return seconds, correct / total
 
 
-def workshop_recipe(root, epochs, n_train=50000, dtype=None):
+def workshop_recipe(root, epochs, n_train=50000, dtype=None, n_test=10000):
     """Lesson 05's recipe, through the same functions the lesson runs."""
     seed_everything(0)
     recipe = dict(workshop.RECIPE, epochs=epochs)
     train_images, train_labels = workshop.load_cifar10_tensors(root, train=True)
     train_images, train_labels = train_images[:n_train], train_labels[:n_train]
     test_images, test_labels = workshop.load_cifar10_tensors(root, train=False)
+    test_images, test_labels = test_images[:n_test], test_labels[:n_test]
     start = time.perf_counter()
     model = workshop.WorkshopNet().to(memory_format=torch.channels_last)
     workshop.fit(model, (train_images, train_labels), None, recipe, seed=0, autocast_dtype=dtype)
@@ -98,6 +100,8 @@ def main():
     parser.add_argument("--tutorial-epochs", type=int, default=2)
     parser.add_argument("--train-images", type=int, default=50000,
                         help="train on the first N images only (a quick smoke test)")
+    parser.add_argument("--test-images", type=int, default=10000,
+                        help="test on the first N test images only (a quick smoke test)")
     parser.add_argument("--float32", action="store_true",
                         help="no bfloat16 autocast for the workshop's recipe, even where the CPU has it")
     args = parser.parse_args()
@@ -108,10 +112,10 @@ def main():
           f"{platform.processor() or platform.machine()}, "
           f"{torch.backends.cpu.get_cpu_capability()} kernels, {torch.get_num_threads()} threads")
 
-    t_s, t_acc = tutorial(root, args.tutorial_epochs, n)
+    t_s, t_acc = tutorial(root, args.tutorial_epochs, n, args.test_images)
     print(f"tutorial: {args.tutorial_epochs} epochs in {t_s:.1f} s "
           f"({n * args.tutorial_epochs / t_s:.0f} images/s), test accuracy {t_acc:.4f}")
-    w_s, w_acc = workshop_recipe(root, args.epochs, n, dtype)
+    w_s, w_acc = workshop_recipe(root, args.epochs, n, dtype, args.test_images)
     print(f"workshop: {args.epochs} epochs in {w_s:.1f} s "
           f"({n * args.epochs / w_s:.0f} images/s, autocast {dtype}), test accuracy {w_acc:.4f}")
     print(json.dumps({"tutorial_s": round(t_s, 2), "tutorial_acc": round(t_acc, 4),

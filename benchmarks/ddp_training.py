@@ -49,7 +49,8 @@ def main(argv=None):
         if code != 0:
             sys.exit(f"[ddp_training] {why}")
         result = json.loads(out.read_text())
-        runs.append({k: result[k] for k in ("world_size", "backend", "images_per_s", "seconds", "test_acc")}
+        runs.append({k: round(result[k], 4) if k == "test_acc" else result[k]
+                     for k in ("world_size", "backend", "images_per_s", "seconds", "test_acc")}
                     | {"threads": int(os.environ["OMP_NUM_THREADS"])})
     base = next((r for r in runs if r["world_size"] == 1), None)
     speedup = round(runs[-1]["images_per_s"] / base["images_per_s"], 2) if base else None

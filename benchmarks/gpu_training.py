@@ -2,6 +2,7 @@
 """Lesson 07's fast recipe: mean and minimum test accuracy over several seeds, and training time.
 
     python benchmarks/gpu_training.py [--seeds 0 1 2 3 4] [--epochs N] [--quick] [--train-images N] [--test-images N]
+    python benchmarks/gpu_training.py --against airbench     # also the published airbench94, same seeds
 
 Runs on the device lesson 00 picks (CUDA, else MPS, else the CPU). On CUDA it uses bfloat16,
 channels_last and cudnn.benchmark, and first trains once untimed so that cuDNN's algorithm
@@ -13,11 +14,23 @@ and one-pixel shifts, workshop.predict_shifted), as lesson 07 does.
 --quick trains lesson 07's shortened CPU version (FAST_RECIPE_SHORT: 4,000 images, 2 epochs,
 2,000 test images):
 a smoke test, not a measurement. The last line printed is one JSON object.
+
+--against airbench also trains the published airbench94 (the `airbench` package from PyPI, its
+`train94` with its own settings; `pip install -r benchmarks/requirements.txt`, never needed by
+the lessons) for the same seeds in the same run, on the same images: they are written in the
+cache format its CifarLoader reads (cifar10/train.pt and test.pt: uint8 images (N, 32, 32, 3),
+int64 labels, class names) in a temporary folder. Its time is taken the same way, around
+train94 after one untimed warm-up run, and its accuracy with its own test-time augmentation
+(tta_level 2: mirror and shifts). The JSON then adds airbench_mean_acc, airbench_min_acc,
+airbench_mean_train_s and time_ratio = workshop / airbench. airbench trains on CUDA only.
 Data: $CIFAR10_ROOT, else the repo's data/ (see README.md).
 """
 import argparse
+import contextlib
 import json
+import os
 import statistics
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -29,6 +42,62 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "notebooks"))
 import workshop  # noqa: E402
 
 
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def write_airbench_cache(folder, train, images, labels):
+    """Save images (N, 3, 32, 32) uint8 and labels where airbench's CifarLoader(folder, train)
+    reads them: folder/train.pt or folder/test.pt, images as (N, 32, 32, 3) uint8 as in the
+    original files, labels int64, and the class names."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ("train.pt" if train else "test.pt")
+    torch.save({"images": images.permute(0, 2, 3, 1).contiguous().cpu(),
+                "labels": labels.to(torch.int64).cpu(), "classes": CLASSES}, path)
+    return path
+
+
+@contextlib.contextmanager
+def working_directory(path):
+    """airbench reads its test set from ./cifar10, relative to the working directory."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def airbench_runs(seeds, train_data, test_data):
+    """airbench94 trained once untimed, then once per seed: [(accuracy, seconds), ...]."""
+    try:
+        import airbench
+        from airbench.lib_airbench94 import hyp
+    except ImportError:
+        sys.exit("--against airbench needs the airbench package: pip install -r benchmarks/requirements.txt")
+    if not torch.cuda.is_available():
+        sys.exit("--against airbench needs CUDA: airbench94 times itself with CUDA events")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, working_directory(tmp):
+        write_airbench_cache("cifar10", True, *train_data)
+        write_airbench_cache("cifar10", False, *test_data)
+        loader = airbench.CifarLoader("cifar10", train=True, batch_size=hyp["opt"]["batch_size"],
+                                      aug=hyp["aug"], altflip=True)
+        test_loader = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
+        airbench.train94(loader, verbose=False)                      # warm-up, not counted
+        for seed in seeds:
+            torch.manual_seed(seed)
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            model = airbench.train94(loader, verbose=False)
+            torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            acc = airbench.evaluate(model, test_loader, tta_level=hyp["net"]["tta_level"])
+            results.append((acc, seconds))
+            print(f"airbench94 seed {seed}: test accuracy {acc:.4f} in {seconds:.2f} s", flush=True)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -37,6 +106,8 @@ def main():
     parser.add_argument("--train-images", type=int, default=None,
                         help="train on the first N images only (a smoke test, not a measurement)")
     parser.add_argument("--test-images", type=int, default=None, help="score the first N test images only")
+    parser.add_argument("--against", choices=["airbench"], default=None,
+                        help="also train the published airbench94 on the same images and seeds")
     args = parser.parse_args()
 
     device, reason = workshop.pick_device()
@@ -60,6 +131,7 @@ def main():
     train_x = workshop.normalize(train_images[:n_train].to(device))
     train_y = train_labels[:n_train].to(device)
     test_images, test_labels = test_images[:n_test].to(device), test_labels[:n_test].to(device)
+    raw_train = (train_images[:n_train], train_labels[:n_train])
 
     if device.type == "cuda":
         workshop.train_fast(train_x, train_y, recipe, seed=args.seeds[0], autocast_dtype=amp_dtype)
@@ -74,10 +146,18 @@ def main():
         accs.append(workshop.accuracy(scores, test_labels))
         print(f"seed {seed}: test accuracy {accs[-1]:.4f} in {seconds[-1]:.2f} s", flush=True)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else reason
-    print(json.dumps({"device": name, "torch": torch.__version__, "seeds": args.seeds,
-                      "epochs": recipe["epochs"], "train_images": n_train,
-                      "mean_acc": round(statistics.mean(accs), 4), "min_acc": round(min(accs), 4),
-                      "mean_train_s": round(statistics.mean(seconds), 3)}))
+    result = {"device": name, "torch": torch.__version__, "seeds": args.seeds,
+              "epochs": recipe["epochs"], "train_images": n_train, "accs": [round(a, 4) for a in accs],
+              "mean_acc": round(statistics.mean(accs), 4), "min_acc": round(min(accs), 4),
+              "mean_train_s": round(statistics.mean(seconds), 3)}
+    if args.against == "airbench":
+        runs = airbench_runs(args.seeds, raw_train, (test_images.cpu(), test_labels.cpu()))
+        result.update(airbench_accs=[round(a, 4) for a, _ in runs],
+                      airbench_mean_acc=round(statistics.mean(a for a, _ in runs), 4),
+                      airbench_min_acc=round(min(a for a, _ in runs), 4),
+                      airbench_mean_train_s=round(statistics.mean(s for _, s in runs), 3))
+        result["time_ratio"] = round(result["mean_train_s"] / result["airbench_mean_train_s"], 3)
+    print(json.dumps(result))
     return 0
 
 

@@ -241,9 +241,9 @@ def test_fast_training_learns_on_a_small_subset(small_data):
 
 
 def test_cpu_benchmark_prints_its_json_last(cifar10_root):
-    """A smoke run on 512 images: the figures come out, in the promised form."""
+    """A smoke run on 512 training and 500 test images: the figures come out, in the promised form."""
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "cpu_training.py"), "--train-images", "512",
+        [sys.executable, str(REPO / "benchmarks" / "cpu_training.py"), "--train-images", "512", "--test-images", "500",
          "--epochs", "1", "--tutorial-epochs", "1", "--float32"],
         capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -256,16 +256,3 @@ def test_cpu_benchmark_prints_its_json_last(cifar10_root):
     assert 0 <= result["workshop_acc"] <= 1 and result["tutorial_s"] > 0
     # the seconds are printed rounded to 0.01 s, the ratio is computed before rounding
     assert result["time_ratio"] == pytest.approx(result["workshop_s"] / result["tutorial_s"], abs=0.02)
-
-
-def test_gpu_benchmark_quick_run_prints_its_json_last(cifar10_root):
-    """On a machine without CUDA, the shortened run of lesson 07's recipe, end to end."""
-    done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_training.py"), "--quick", "--seeds", "0",
-         "--train-images", "1024", "--test-images", "500"],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ))
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {"device", "torch", "seeds", "mean_acc", "min_acc", "mean_train_s"} <= set(result)
-    assert result["seeds"] == [0] and result["train_images"] == 1024
-    assert result["mean_acc"] == result["min_acc"] > 0.15

@@ -1,0 +1,86 @@
+"""tools/gpu_run.py, rehearsed on the CPU: the one command a short GPU loan runs.
+
+The rehearsal leaves out re-executing lessons 06 and 07 (nbval runs them in the same test
+command); the executor that does it is tested here on a small notebook.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import gpu_run  # noqa: E402
+import gpu_training  # noqa: E402
+
+
+def test_gpu_run_dry_run_rehearses_every_step(tmp_path, cifar10_root):
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "gpu_run.py"), "--dry-run",
+                           "--skip", "lessons", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu-cpu.json").read_text())
+    assert report["ok"] and report["dry_run"] and not report["cuda"]
+    assert report["torch"] == torch.__version__ and report["commit"]
+    bench = report["steps"]["benchmark"]["result"]          # lesson 07's shortened run, end to end
+    assert bench["seeds"] == [0] and bench["train_images"] == 1024
+    assert bench["mean_acc"] == bench["min_acc"] > 0.15
+    assert report["steps"]["gpu tests"]["counts"] == {"skipped": 3}   # they need CUDA, and say so
+    assert (tmp_path / "gpu-cpu.png").stat().st_size > 1000
+    assert "README lines to paste:" in done.stdout and json.dumps(bench) in done.stdout
+
+
+def test_gpu_run_without_cuda_says_to_rehearse():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "gpu_run.py")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "rehearse with --dry-run" in done.stderr
+
+
+def code(source):
+    return {"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
+
+
+def test_the_lesson_executor_stores_what_jupyter_shows():
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# title"},
+                    code("x = 6 * 7\nprint('x is', x)\nprint('again')\nx"),
+                    code("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"),
+                    code("import sys\nprint('careful', file=sys.stderr)\nNone"),
+                    code("raise ValueError('stop here')"),
+                    code("print('never')")], "metadata": {}}
+    assert gpu_run.execute_cells(nb) == 4
+    first, figure, warned, failed, never = (c for c in nb["cells"][1:])
+    assert [c["execution_count"] for c in (first, figure, warned, failed)] == [1, 2, 3, 4]
+    assert first["outputs"] == [
+        {"output_type": "stream", "name": "stdout", "text": "x is 42\nagain\n"},
+        {"output_type": "execute_result", "execution_count": 1, "metadata": {}, "data": {"text/plain": "42"}}]
+    assert figure["outputs"][0]["data"]["text/plain"].startswith("<Figure size")
+    assert len(figure["outputs"]) == 1 and figure["outputs"][0]["data"]["image/png"]
+    assert warned["outputs"] == [{"output_type": "stream", "name": "stderr", "text": "careful\n"}]
+    assert failed["outputs"][0]["ename"] == "ValueError" and never["outputs"] == []
+
+
+def test_airbench_cache_has_the_layout_its_loader_reads(tmp_path):
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.arange(8) % 10
+    path = gpu_training.write_airbench_cache(tmp_path / "cifar10", True, images, labels)
+    assert path.name == "train.pt"
+    saved = torch.load(path)
+    assert set(saved) == {"images", "labels", "classes"} and len(saved["classes"]) == 10
+    assert saved["images"].dtype == torch.uint8 and saved["images"].shape == (8, 32, 32, 3)  # as the original files
+    assert saved["labels"].dtype == torch.int64
+    assert torch.equal(saved["images"].permute(0, 3, 1, 2), images) and torch.equal(saved["labels"], labels)
+
+
+def test_airbench_reads_the_cache(tmp_path):
+    airbench = pytest.importorskip("airbench", reason="benchmark-only: pip install -r benchmarks/requirements.txt")
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    gpu_training.write_airbench_cache(tmp_path / "cifar10", False, images, torch.arange(8))
+    loader = airbench.CifarLoader(str(tmp_path / "cifar10"), train=False, batch_size=4, gpu="cpu")
+    torch.testing.assert_close(loader.images.float(), images.half().float() / 255, atol=1e-3, rtol=0)
