@@ -3,6 +3,7 @@
 
     python benchmarks/gpu_training.py [--seeds 0 1 2 3 4] [--epochs N] [--quick] [--train-images N] [--test-images N]
     python benchmarks/gpu_training.py --against airbench     # also the published airbench94, same seeds
+    python benchmarks/gpu_training.py --ablation results/ablation-DEVICE.json   # lesson 07's ablation
 
 Runs on the device lesson 00 picks (CUDA, else MPS, else the CPU). On CUDA it uses bfloat16,
 channels_last and cudnn.benchmark, and first trains once untimed so that cuDNN's algorithm
@@ -23,10 +24,17 @@ int64 labels, class names) in a temporary folder. Its time is taken the same way
 train94 after one untimed warm-up run, and its accuracy with its own test-time augmentation
 (tta_level 2: mirror and shifts). The JSON then adds airbench_mean_acc, airbench_min_acc,
 airbench_mean_train_s and time_ratio = workshop / airbench. airbench trains on CUDA only.
+
+--ablation FILE trains lesson 07's ablation at the benchmark's length, for every seed: the full
+recipe, then one ingredient switched off at a time (ABLATION), and writes FILE: device, date,
+torch, seeds, and for each row the accuracies, their mean and their spread (standard deviation).
+Lesson 07's own CPU run is too short to show these effects; tests/test_lessons.py checks every
+stored file against the lesson's claim that each ingredient helps.
 Data: $CIFAR10_ROOT, else the repo's data/ (see README.md).
 """
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import statistics
@@ -98,24 +106,47 @@ def airbench_runs(seeds, train_data, test_data):
     return results
 
 
+# lesson 07's ablation: what each row switches off (train_fast's switches, or a recipe change)
+ABLATION = {"no whitening": dict(whiten=False), "no crops or flips": dict(augment=False),
+            "no identity initialisation": dict(identity=False),
+            "no weight averaging": dict(recipe_change=dict(lookahead_from=1))}
+
+
+def ablation_runs(seeds, recipe, data, test, amp_dtype, full):
+    """{row: [accuracy per seed]}: the full recipe's (`full`, already measured), then each row of ABLATION."""
+    rows = {"full recipe": [round(a, 4) for a in full]}
+    for name, switches in ABLATION.items():
+        switches = dict(switches)
+        row_recipe = dict(recipe, **switches.pop("recipe_change", {}))
+        rows[name] = []
+        for seed in seeds:
+            model = workshop.train_fast(*data, row_recipe, seed=seed, autocast_dtype=amp_dtype, **switches)
+            scores = workshop.predict_shifted(model, test[0], autocast_dtype=amp_dtype)
+            rows[name].append(round(workshop.accuracy(scores, test[1]), 4))
+        print(f"ablation, {name}: {rows[name]}", flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--epochs", type=int, default=workshop.FAST_RECIPE["epochs"])
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"default: the recipe's ({workshop.FAST_RECIPE['epochs']}; with --quick, "
+                             f"{workshop.FAST_RECIPE_SHORT['epochs']})")
     parser.add_argument("--quick", action="store_true", help="lesson 07's shortened CPU run")
     parser.add_argument("--train-images", type=int, default=None,
                         help="train on the first N images only (a smoke test, not a measurement)")
     parser.add_argument("--test-images", type=int, default=None, help="score the first N test images only")
     parser.add_argument("--against", choices=["airbench"], default=None,
                         help="also train the published airbench94 on the same images and seeds")
+    parser.add_argument("--ablation", type=Path, default=None, metavar="FILE",
+                        help="also train lesson 07's ablation for every seed and write it to FILE (JSON)")
     args = parser.parse_args()
 
     device, reason = workshop.pick_device()
-    recipe = dict(workshop.FAST_RECIPE, epochs=args.epochs)
-    n_train, n_test = 50000, 10000
-    if args.quick:
-        recipe = workshop.FAST_RECIPE_SHORT
-        n_train, n_test = 4000, 2000
+    recipe = workshop.FAST_RECIPE_SHORT if args.quick else workshop.FAST_RECIPE
+    recipe = dict(recipe, epochs=args.epochs or recipe["epochs"])
+    n_train, n_test = (4000, 2000) if args.quick else (50000, 10000)
     n_train, n_test = args.train_images or n_train, args.test_images or n_test
     if device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
@@ -157,6 +188,15 @@ def main():
                       airbench_min_acc=round(min(a for a, _ in runs), 4),
                       airbench_mean_train_s=round(statistics.mean(s for _, s in runs), 3))
         result["time_ratio"] = round(result["mean_train_s"] / result["airbench_mean_train_s"], 3)
+    if args.ablation:
+        rows = ablation_runs(args.seeds, recipe, (train_x, train_y), (test_images, test_labels), amp_dtype, accs)
+        args.ablation.parent.mkdir(parents=True, exist_ok=True)
+        args.ablation.write_text(json.dumps({
+            "device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+            "seeds": args.seeds, "epochs": recipe["epochs"], "train_images": n_train, "test_views": 6,
+            "rows": {k: {"accs": v, "mean": round(statistics.mean(v), 4),
+                         "spread": round(statistics.pstdev(v), 4)} for k, v in rows.items()}}, indent=1) + "\n")
+        result["ablation"] = str(args.ablation.name)
     print(json.dumps(result))
     return 0
 

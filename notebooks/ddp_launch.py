@@ -72,10 +72,11 @@ def explain(returncode, errors, args, deadline_hit, deadline, started=True):
                 f"or the host cannot be reached. Pick a free port (--rdzv-endpoint=HOST:PORT) and "
                 f"check the address.")
     if "ChildFailedError" in errors:
-        failed = re.findall(r"rank\s*:\s*(\d+).*?\n\s*exitcode\s*:\s*(-?\d+)", errors, flags=re.S)
-        ranks = ", ".join(f"rank {r} (exit code {c})" for r, c in failed) or "a worker"
-        return (f"The training processes failed: {ranks}; their own messages are above. "
-                f"torchrun gave up after --max-restarts={option(args, '--max-restarts') or 0} restarts.")
+        root = re.search(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", errors, flags=re.S)
+        first = f"rank {root.group(1)} (exit code {root.group(2)})" if root else "a worker"
+        return (f"The training processes failed: {first} first, then torchrun stopped the others; "
+                f"their own messages are above. torchrun gave up after "
+                f"--max-restarts={option(args, '--max-restarts') or 0} restarts.")
     return f"torchrun ended with exit code {returncode}; its messages are above."
 
 

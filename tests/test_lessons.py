@@ -301,3 +301,30 @@ def test_times_agree_between_lessons_readme_and_instructors():
         assert header and table.get(path.stem[:2]) == header.group(1), f"{path.stem}: README says {table.get(path.stem[:2])} min"
     training = re.search(r"including (about \d+ minutes) of training", source(cells(LESSONS[5])[0])).group(1)
     assert f"trains for {training}" in readme and f"runs {training}" in instructors
+
+
+# ------------------------------------------------------------ lesson 07's ablation, at full length
+
+RESULTS = NOTEBOOKS.parent / "results"
+
+
+def test_the_ablation_rows_are_the_lessons():
+    """The benchmark that measures lesson 07's ablation at full length switches off what the lesson does."""
+    sys.path.insert(0, str(NOTEBOOKS.parent / "benchmarks"))
+    import gpu_training
+    cell = next(source(c) for c in cells(NOTEBOOKS / "07-fast-training.ipynb") if "switched_off = {" in source(c))
+    assert re.findall(r'"(no [^"]+)":', cell) == list(gpu_training.ABLATION)
+
+
+def test_stored_ablations_show_that_every_ingredient_helps():
+    """Lesson 07 says every ingredient helps. In each ablation measured at full length
+    (results/ablation-*.json, written by tools/gpu_run.py on a GPU), every row with one ingredient
+    switched off averages below the full recipe."""
+    files = sorted(RESULTS.glob("ablation-*.json"))
+    if not files:
+        pytest.skip("no ablation measured at full length yet: tools/gpu_run.py writes one on a CUDA GPU")
+    for path in files:
+        rows = json.loads(path.read_text())["rows"]
+        full = rows.pop("full recipe")["mean"]
+        assert rows and all(row["mean"] < full for row in rows.values()), (
+            f"{path.name}: full recipe {full}, {({k: r['mean'] for k, r in rows.items()})}")

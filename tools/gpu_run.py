@@ -14,7 +14,9 @@ Steps, in order, each timed and reported; a step that fails is reported and the 
                value of a last expression) with only PyTorch and matplotlib installed, so a bare
                GPU machine needs no Jupyter;
 3. benchmark:  benchmarks/gpu_training.py --against airbench with seeds 0-4 (--dry-run: --quick,
-               one seed, without airbench);
+               one seed, one epoch on 512 images, without airbench), and lesson 07's ablation
+               at that length for the same seeds, into OUT/ablation-<device>.json (lesson 07
+               points to it; a test checks it);
 4. gpu tests:  pytest -m gpu (float16 with GradScaler, torch.compile, GPU against CPU accuracy);
                on a machine without CUDA they are reported as skipped;
 5. results:    OUT/gpu-<device>.json (device, versions, date, commit, every step's figures and
@@ -211,9 +213,10 @@ def last_json(text):
     return None
 
 
-def run_benchmark(dry_run, seeds):
-    command = [sys.executable, str(REPO / "benchmarks" / "gpu_training.py")]
-    command += (["--quick", "--seeds", "0", "--train-images", "1024", "--test-images", "500"] if dry_run
+def run_benchmark(dry_run, seeds, ablation):
+    command = [sys.executable, str(REPO / "benchmarks" / "gpu_training.py"), "--ablation", str(ablation)]
+    command += (["--quick", "--epochs", "1", "--seeds", "0", "--train-images", "512", "--test-images", "500"]
+                if dry_run
                 else ["--against", "airbench", "--seeds", *map(str, seeds)])
     done = subprocess.run(command, cwd=REPO, env=python_env(), capture_output=True, text=True)
     result = last_json(done.stdout) if done.returncode == 0 else None
@@ -303,7 +306,7 @@ def main(argv=None):
             ok &= passed
     if "benchmark" not in args.skip:
         start = time.perf_counter()
-        bench, message = run_benchmark(args.dry_run, args.seeds)
+        bench, message = run_benchmark(args.dry_run, args.seeds, out / f"ablation-{slug(facts['device'])}.json")
         steps["benchmark"] = {"ok": bench is not None, "seconds": round(time.perf_counter() - start, 1),
                               "message": message, "result": bench}
         say(f"benchmark: {message}; {json.dumps(bench) if bench else ''}")

@@ -1,0 +1,114 @@
+"""The exercises' written solutions, run as the solution says, and their stated results checked.
+
+Solutions written as hidden code cells run in nbval with the rest of their lesson, and their
+outputs are compared there. The ones here are the solutions written in prose, and the exercises
+whose point is a second run with something changed. Solutions that are about timings on the
+learner's own machine (lesson 02 exercise 3, lesson 08 exercise 1) or that retrain for minutes
+(lesson 05 exercises 2 and 3, whose loss claim a unit test checks) are not repeated here.
+"""
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import ddp_launch
+import ddp_train
+import workshop
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def cell_sources(lesson):
+    nb = json.loads((NOTEBOOKS / f"{lesson}.ipynb").read_text())
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_lesson_00_exercise_2_an_empty_folder_set_in_the_kernel(tmp_path, monkeypatch):
+    """Setting CIFAR10_ROOT in the running kernel is enough: the next data check reads it."""
+    empty = tmp_path / "empty-cifar"
+    empty.mkdir()
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: (_ for _ in ()).throw(
+        urllib.error.URLError("network is off")))
+    monkeypatch.setenv("CIFAR10_ROOT", str(empty))
+    data_cell = next(s for s in cell_sources("00-setup-check") if "find_cifar10()" in s)
+    with pytest.raises(workshop.WorkshopError) as err:
+        exec(data_cell, {"workshop": workshop})
+    message = str(err.value)
+    assert "could not be downloaded" in message and "cifar-10-python.tar.gz" in message
+    assert "CIFAR10_ROOT" in message
+
+
+def test_lesson_01_exercise_3_the_mean_broadcasts_as_3_1_1():
+    batch = torch.rand(4, 3, 32, 32)
+    channel_mean = batch.mean(dim=(0, 2, 3))
+    centred = batch - channel_mean.view(3, 1, 1)
+    assert torch.allclose(centred.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-6)
+    with pytest.raises(RuntimeError):            # (3,) lines up with the width, 32
+        batch - channel_mean
+
+
+def test_lesson_03_exercise_2_stride_2_halves_the_image():
+    images = torch.rand(4, 3, 32, 32)
+    assert tuple(nn.Conv2d(3, 8, 3, stride=2, padding=1)(images).shape) == (4, 8, 16, 16)
+    assert (32 + 2 - 3) // 2 + 1 == 16
+
+
+def test_lesson_07_exercise_2_the_runs_train_the_recipe_set_before_them():
+    """Exercise 2 sets `recipe = dict(...)`, then runs the cell with the runs again: the lesson's
+    own cells (timed_run, the runs) must train that recipe, not the one bound when timed_run was
+    defined."""
+    cells = cell_sources("07-fast-training")
+    timed = next(s for s in cells if "def timed_run" in s)
+    runs = next(s for s in cells if "runs = [timed_run(seed, recipe)" in s)
+    trained = []
+    namespace = dict(torch=torch, workshop=workshop, time=time, np=__import__("numpy"), FULL=False,
+                     device=torch.device("cpu"), train_x=None, train_y=None, SEEDS=[0, 1],
+                     recipe=workshop.FAST_RECIPE_SHORT, evaluate=lambda model: 0.5,
+                     train_fast=lambda x, y, recipe, seed, dtype, **switches: trained.append((seed, recipe)))
+    exec(timed, namespace)
+    namespace["recipe"] = dict(workshop.FAST_RECIPE_SHORT, epochs=1)   # the exercise's edit
+    exec(runs, namespace)
+    assert [(seed, recipe["epochs"]) for seed, recipe in trained] == [(0, 1), (1, 1)]
+
+
+# ------------------------------------------------------------------ lesson 08, through torchrun
+
+SCRIPT = str(NOTEBOOKS / "ddp_train.py")
+SHORT = ["--train-images", "2048", "--test-images", "500", "--cpu"]
+
+
+def launch(tmp_path, torchrun, args, name="run"):
+    out = tmp_path / f"{name}.json"
+    code, printed, why = ddp_launch.run([*torchrun, SCRIPT, *args, "--checkpoint", str(tmp_path / "c.pt"),
+                                         "--out", str(out)], deadline=240, echo=False)
+    return code, printed, why, json.loads(out.read_text()) if out.exists() else None
+
+
+def test_lesson_08_exercises_2_and_3_rank_0_killed_before_any_checkpoint(tmp_path, monkeypatch):
+    """Exercise 2: with no checkpoint yet the restarted job starts again from epoch 1.
+    Exercise 3 (same run): a global batch of 512 doubles the learning rate to 0.4."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code, printed, why, result = launch(
+        tmp_path, ["--standalone", "--nproc-per-node=2", "--max-restarts=1"],
+        ["--epochs", "2", *SHORT, "--batch-size", "512", "--kill", "0:1:2"])
+    assert code == 0, why
+    assert "rank 0: killing myself at epoch 1, step 2" in printed and "resumed" not in printed
+    assert result["restarts"] == 1 and result["epochs"] == 2
+    assert "256 images per process per step, 512 per step in all" in printed and "lr 0.4" in printed
+
+
+def test_lesson_08_exercise_4_without_restarts_the_job_stops_and_says_so(tmp_path, monkeypatch):
+    """The launcher names the dead rank and its exit code; the same call without --kill resumes."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torchrun = ["--standalone", "--nproc-per-node=2"]
+    code, printed, why, _ = launch(tmp_path, torchrun, ["--epochs", "2", *SHORT, "--kill", "1:2:3"], "killed")
+    assert code != 0
+    assert why.startswith("The training processes failed: rank 1 (exit code -9)")
+    code, printed, why, result = launch(tmp_path, torchrun, ["--epochs", "2", *SHORT], "again")
+    assert code == 0, why
+    assert "resumed from c.pt after epoch 1" in printed and result["epochs"] == 1
