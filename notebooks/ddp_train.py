@@ -48,8 +48,9 @@ def options(argv=None):
                    help="batch statistics over all processes (SyncBatchNorm; GPUs only)")
     p.add_argument("--cpu", action="store_true", help="use the CPU and gloo even where there are GPUs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", type=Path, default=Path("checkpoints") / "ddp_train.pt",
-                   help="written by rank 0 after every epoch, read on a restart (default %(default)s)")
+    p.add_argument("--checkpoint", type=Path, default=workshop.REPO / "checkpoints" / "ddp_train.pt",
+                   help="written by rank 0 after every epoch, read on a restart (default: "
+                        "checkpoints/ddp_train.pt in the repository)")
     p.add_argument("--out", type=Path, default=None, help="write the run's figures here as JSON")
     p.add_argument("--measure-allreduce", action="store_true",
                    help="only time the all_reduce of one step's gradients, and print it as JSON")
