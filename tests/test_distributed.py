@@ -19,23 +19,18 @@ SCRIPT = str(Path(ddp_train.__file__))
 QUICK = ["--epochs", "1", "--train-images", "1024", "--test-images", "500"]
 
 
-def launch(tmp_path, torchrun, script_args, name, deadline=240, env_threads="1"):
-    """Run one job; return (returncode, printed output, explanation, its JSON result or None)."""
+def launch(tmp_path, torchrun, script_args, name, deadline=240, checkpoint=None):
+    """Run one job, with its checkpoint at tmp_path/NAME.pt unless `checkpoint` names another;
+    return (returncode, printed output, explanation, its JSON result or None)."""
     out = tmp_path / f"{name}.json"
     code, printed, why = ddp_launch.run(
         [*torchrun, SCRIPT, *script_args, "--out", str(out),
-         "--checkpoint", str(tmp_path / f"{name}.pt")], deadline=deadline, echo=False)
+         "--checkpoint", str(tmp_path / (checkpoint or f"{name}.pt"))], deadline=deadline, echo=False)
     return code, printed, why, json.loads(out.read_text()) if out.exists() else None
 
 
 def weights(path):
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_distributed_two_processes_match_one(tmp_path, monkeypatch):
@@ -99,7 +94,7 @@ def test_distributed_checkpoint_is_never_half_written(tmp_path, monkeypatch):
 
 def test_distributed_two_nodes_on_localhost(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    port = free_port()
+    port = ddp_train.free_port()
     results = {}
 
     def node(i):
@@ -121,7 +116,7 @@ def test_distributed_missing_node_fails_clearly(tmp_path):
     began = time.monotonic()
     code, printed, why, _ = launch(
         tmp_path, ["--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
-                   f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--rdzv-id=alone",
+                   f"--rdzv-endpoint=127.0.0.1:{ddp_train.free_port()}", "--rdzv-id=alone",
                    "--rdzv-conf=join_timeout=5"], QUICK, "alone", deadline=60)
     assert code != 0 and time.monotonic() - began < 60
     assert why.startswith("The rendezvous at 127.0.0.1:") and "timed out after 5 s" in why

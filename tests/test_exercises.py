@@ -16,8 +16,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import ddp_launch
-import ddp_train
+import test_distributed
 import workshop
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -78,15 +77,12 @@ def test_lesson_07_exercise_2_the_runs_train_the_recipe_set_before_them():
 
 # ------------------------------------------------------------------ lesson 08, through torchrun
 
-SCRIPT = str(NOTEBOOKS / "ddp_train.py")
 SHORT = ["--train-images", "2048", "--test-images", "500", "--cpu"]
 
 
 def launch(tmp_path, torchrun, args, name="run"):
-    out = tmp_path / f"{name}.json"
-    code, printed, why = ddp_launch.run([*torchrun, SCRIPT, *args, "--checkpoint", str(tmp_path / "c.pt"),
-                                         "--out", str(out)], deadline=240, echo=False)
-    return code, printed, why, json.loads(out.read_text()) if out.exists() else None
+    """test_distributed's launcher, every job of a test sharing one checkpoint, c.pt."""
+    return test_distributed.launch(tmp_path, torchrun, args, name, checkpoint="c.pt")
 
 
 def test_lesson_08_exercises_2_and_3_rank_0_killed_before_any_checkpoint(tmp_path, monkeypatch):
