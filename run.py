@@ -20,10 +20,14 @@ Standard library only, so it runs before anything is installed. Works on Linux, 
 import hashlib
 import json
 import os
+import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import venv
 from pathlib import Path
 
@@ -90,24 +94,98 @@ def second_cpu_path(capability, has_bfloat16, machine):
     return env, CHEAP, "PyTorch's plain kernels (no AVX) and float32"
 
 
+ALONE = "05-training-on-cpu"      # times its own training against an estimate: gets the machine alone
+
+
+def lesson_paths(names):
+    return [f"notebooks/{name}.ipynb" for name in names]
+
+
+def test_plan(lessons, second):
+    """The full test command as (alone, side_by_side): pytest runs as (title, pytest args, extra
+    environment). `alone` runs first, one after the other, with the machine to itself: lesson 05,
+    whose check compares its training time with the estimate it printed. Then the two lists of
+    `side_by_side` run at the same time, each list in order, so that both cores stay busy: the
+    tests in tests/, and the other lessons. `second` is second_cpu_path()'s answer, or None: its
+    lessons run again on that path, lesson 05 alone and the others after the lessons."""
+    alone = [("lesson 05", lesson_paths([ALONE]), {})]
+    others = [name for name in lessons if name != ALONE]
+    side_by_side = [[("tests", ["tests"], {})],
+                    [("lessons " + " ".join(n[:2] for n in others), lesson_paths(others), {})]]
+    if second is not None:
+        extra, names, description = second
+        if ALONE in names:
+            alone.append((f"lesson 05 again on {description}", lesson_paths([ALONE]), extra))
+        rest = [name for name in names if name != ALONE]
+        side_by_side[1].append((f"lessons {' '.join(n[:2] for n in rest)} again on {description}",
+                                lesson_paths(rest), extra))
+    return alone, side_by_side
+
+
+def run_pytest(py, title, args, env, tag=None):
+    """One pytest run; its lines are printed as they come (prefixed with `tag` when two runs
+    share the terminal). Returns (return code, its whole output)."""
+    say(f"{title}: pytest {' '.join(args)}")
+    proc = subprocess.Popen([str(py), "-m", "pytest", *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        print(f"[{tag}] {line}" if tag else line, end="", flush=True)
+    return proc.wait(), "".join(lines)
+
+
+def summary_line(output):
+    found = re.findall(r"^=+ (.*(?:passed|failed|error|skipped|no tests ran).*) =+$", output, flags=re.M)
+    return found[-1] if found else "no summary (see its output above)"
+
+
 def test(py, rest, env):
-    first = subprocess.run([str(py), "-m", "pytest", *rest], cwd=REPO, env=env).returncode
-    if rest or first != 0:
-        return first
+    if rest:                                   # `run.py test -k data`: one plain pytest run
+        return subprocess.run([str(py), "-m", "pytest", *rest], cwd=REPO, env=env).returncode
     probe = ("import json, platform, torch, workshop\n"
              "print(json.dumps([torch.backends.cpu.get_cpu_capability(),"
              " workshop.cpu_autocast_dtype() is not None, platform.machine()]))")
     found = subprocess.run([str(py), "-c", probe], cwd=REPO, env=env, capture_output=True, text=True)
-    path = second_cpu_path(*json.loads(found.stdout.strip().splitlines()[-1]))
-    if path is None:
+    if found.returncode != 0:
+        print(found.stderr, file=sys.stderr)
+        return found.returncode
+    second = second_cpu_path(*json.loads(found.stdout.strip().splitlines()[-1]))
+    if second is None:
         say("no second CPU path can be forced on this processor; the first pass is the check")
-        return first
-    extra, lessons, description = path
-    say(f"second pass: lessons {' '.join(l[:2] for l in lessons)} again on {description} "
-        f"({' '.join(f'{k}={v}' for k, v in extra.items())})")
-    notebooks = [f"notebooks/{name}.ipynb" for name in lessons]
-    return subprocess.run([str(py), "-m", "pytest", *notebooks], cwd=REPO,
-                          env=dict(env, **extra)).returncode
+    lessons = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+    alone, side_by_side = test_plan(lessons, second)
+    # lesson 05 saves the model that lesson 06 loads, as in a learner's run; never into checkpoints/
+    scratch = Path(tempfile.mkdtemp(prefix="workshop-test-"))
+    env = dict(env, WORKSHOP_CHECKPOINT=str(scratch / "workshop_net.pt"))
+    results = []
+    for title, args, extra in alone:
+        code, output = run_pytest(py, title, args, dict(env, **extra))
+        results.append((title, code, output))
+
+    def in_order(runs, tag):
+        for title, args, extra in runs:
+            code, output = run_pytest(py, title, args, dict(env, **extra), tag)
+            results.append((title, code, output))
+    # two pytest runs share the cores: waiting threads sleep instead of spinning on a core the
+    # other run needs (OpenMP's PASSIVE policy; results are the same, only idle time changes)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    say("next, side by side: " + " | ".join(", ".join(t for t, _, _ in runs) for runs in side_by_side))
+    threads = [threading.Thread(target=in_order, args=(runs, runs[0][0].split()[0]))
+               for runs in side_by_side]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shutil.rmtree(scratch, ignore_errors=True)
+    for title, code, output in results:
+        if code != 0:                          # its failures in one piece, not between other lines
+            failures = re.search(r"^=+ (FAILURES|ERRORS) =+$.*", output, flags=re.M | re.S)
+            print(f"\n{'=' * 30} {title}: what failed\n{failures.group(0) if failures else output[-5000:]}")
+    say("summary:")
+    for title, code, output in results:
+        print(f"  {'ok    ' if code == 0 else 'FAILED'} {title}: {summary_line(output)}")
+    return max(code for _, code, _ in results)
 
 
 # ----------------------------------------------------------------------------- lab

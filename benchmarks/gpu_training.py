@@ -13,7 +13,7 @@ already normalised on the device. Test accuracy averages six views of each test 
 and one-pixel shifts, workshop.predict_shifted), as lesson 07 does.
 
 --quick trains lesson 07's shortened CPU version (FAST_RECIPE_SHORT: 4,000 images, 2 epochs,
-2,000 test images):
+1,000 test images):
 a smoke test, not a measurement. The last line printed is one JSON object.
 
 --against airbench also trains the published airbench94 (the `airbench` package from PyPI, its
@@ -146,7 +146,7 @@ def main():
     device, reason = workshop.pick_device()
     recipe = workshop.FAST_RECIPE_SHORT if args.quick else workshop.FAST_RECIPE
     recipe = dict(recipe, epochs=args.epochs or recipe["epochs"])
-    n_train, n_test = (4000, 2000) if args.quick else (50000, 10000)
+    n_train, n_test = (4000, 1000) if args.quick else (50000, 10000)
     n_train, n_test = args.train_images or n_train, args.test_images or n_test
     if device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None

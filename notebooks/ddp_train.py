@@ -53,7 +53,8 @@ def options(argv=None):
                         "checkpoints/ddp_train.pt in the repository)")
     p.add_argument("--out", type=Path, default=None, help="write the run's figures here as JSON")
     p.add_argument("--measure-allreduce", action="store_true",
-                   help="only time the all_reduce of one step's gradients, and print it as JSON")
+                   help="only time the all_reduce of one step's gradients, and print it as JSON "
+                        "(a training run on several processes times it too, after training)")
     p.add_argument("--kill", metavar="RANK:EPOCH:STEP", default=None,
                    help="fault drill: that process kills itself there, on the first attempt only")
     return p.parse_args(argv)
@@ -269,6 +270,8 @@ def train(args):
                   epochs=done, seconds=round(seconds, 2),
                   images_per_s=round(done * len(images) / seconds, 1) if seconds else None,
                   test_acc=acc, restarts=attempt)
+    if world > 1:                                  # what one step's gradient exchange costs here
+        result.update(time_allreduce(sum(p.numel() for p in plain.parameters()), device))
     log(json.dumps(result))
     if rank == 0 and args.out:
         args.out.write_text(json.dumps(result) + "\n")

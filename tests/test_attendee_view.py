@@ -6,10 +6,12 @@ port, a known token), serving a scratch copy of the repository so that nothing i
 saved into a learner's own attendee/ copies, and drives Debian's Chromium with Playwright;
 screenshots go to build/screenshots/.
 """
+import base64
 import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -238,8 +240,10 @@ def test_every_lesson_shows_its_figures_and_its_links_work_in_jupyterlab(lab, fo
     SHOTS.mkdir(parents=True, exist_ok=True)
     problems = []
     for lesson in LESSONS:
-        # an attendee copy has no outputs: its only figures are the lesson's markdown images
-        if folder == "notebooks" or IMAGE.search(markdown_of(lesson)):
+        # a page for every lesson whose text shows a figure from images/, which JupyterLab must
+        # serve; figures in stored outputs are embedded PNGs (checked whole, without a browser,
+        # below), and lesson 02's test shows one drawn live
+        if IMAGE.search(markdown_of(lesson)):
             page = open_lesson(browser, base, token, f"{folder}/{lesson.name}")
             problems += [f"{folder}/{lesson.name}: image {b} did not load" for b in broken_images(page)]
             if lesson.stem.startswith("01") and folder == "notebooks":
@@ -250,6 +254,22 @@ def test_every_lesson_shows_its_figures_and_its_links_work_in_jupyterlab(lab, fo
             if not served(base, token, resolved):
                 problems.append(f"{folder}/{lesson.name}: link {target} is not served")
     assert not problems, "\n".join(problems)
+
+
+def test_every_stored_figure_is_a_whole_png():
+    """What a browser would fail to draw: an output figure that is not a complete PNG."""
+    broken = []
+    for lesson in LESSONS:
+        for i, cell in enumerate(json.loads(lesson.read_text())["cells"]):
+            for output in cell.get("outputs", []):
+                if "image/png" not in output.get("data", {}):
+                    continue
+                png = base64.b64decode(output["data"]["image/png"])
+                width, height = struct.unpack(">II", png[16:24])
+                if not (png.startswith(b"\x89PNG\r\n\x1a\n") and png[12:16] == b"IHDR"
+                        and width * height > 0 and png[-8:-4] == b"IEND"):
+                    broken.append(f"{lesson.name} cell {i}")
+    assert not broken, broken
 
 
 def run_all(page):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 import torchvision
 from nbclient import NotebookClient
 
@@ -79,6 +80,26 @@ def test_missing_batch_file_is_named(cifar10_root, tmp_path):
         workshop.find_cifar10(root, quiet=True)
 
 
+def test_the_tensors_are_what_torchvision_reads(cifar10_root):
+    """load_cifar10_tensors reads the batch files itself: the same images, in (N, C, H, W), and
+    labels as torchvision's CIFAR10 dataset (which lessons 02 and 05 use)."""
+    workshop.find_cifar10(cifar10_root, download=False, quiet=True)
+    for train in (False, True):
+        images, labels = workshop.load_cifar10_tensors(cifar10_root, train=train)
+        dataset = torchvision.datasets.CIFAR10(cifar10_root, train=train)
+        assert images.dtype == torch.uint8 and images.shape == (len(dataset), 3, 32, 32)
+        assert torch.equal(images.permute(0, 2, 3, 1), torch.from_numpy(dataset.data))
+        assert labels.tolist() == dataset.targets
+
+
+@pytest.mark.parametrize("split,name", [(False, "test_batch"), (True, "data_batch_4")])
+def test_loading_a_damaged_file_is_refused(cifar10_root, tmp_path, split, name):
+    root = copy_of(cifar10_root, tmp_path)
+    damage(root / cifar10_data.BATCHES / name, "corrupt")
+    with pytest.raises(workshop.WorkshopError, match=f"{name} is corrupted or truncated"):
+        workshop.load_cifar10_tensors(root, train=split)
+
+
 def test_offline_copy_is_not_accepted_as_official_data(cifar10_root, tmp_path):
     """Without its checksum file, the re-encoded copy fails torchvision's official checksums, even
     in a process that has verified (and loaded) the offline copy in another folder."""
@@ -88,6 +109,8 @@ def test_offline_copy_is_not_accepted_as_official_data(cifar10_root, tmp_path):
         workshop.find_cifar10(root, quiet=True)
     with pytest.raises(RuntimeError, match="not found or corrupted"):
         torchvision.datasets.CIFAR10(root, train=False)
+    with pytest.raises(workshop.WorkshopError, match="corrupted or truncated"):
+        workshop.load_cifar10_tensors(root, train=False)
 
 
 def test_data_folder_that_cannot_be_written(tmp_path, no_network):
@@ -108,7 +131,8 @@ def test_archive_placed_offline_is_verified_and_unpacked(cifar10_root, tmp_path,
     archive = make_archive(cifar10_root, tmp_path / cifar10_data.ARCHIVE)
     local = {n: cifar10_data.md5sum(cifar10_root / cifar10_data.BATCHES / n) for n in FILES}
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", cifar10_data.md5sum(archive))
-    monkeypatch.setattr(cifar10_data, "OFFICIAL_SUMS", {n: local[n] for n in cifar10_data.OFFICIAL_SUMS})
+    official = cifar10_data.official_sums()
+    monkeypatch.setattr(cifar10_data, "official_sums", lambda: {n: local[n] for n in official})
     assert workshop.find_cifar10(tmp_path, quiet=True) == tmp_path
     assert (tmp_path / cifar10_data.BATCHES / "test_batch").exists()
 

@@ -1,10 +1,16 @@
 """Lesson 08's claims about DistributedDataParallel and torchrun, checked on the CPU with gloo.
 
-`python3 run.py test -k distributed` runs these alone. Every job is started as lesson 08 starts
-it, through notebooks/ddp_launch.py (torchrun with a deadline), on a few thousand images.
+`python3 run.py test -k distributed` runs these and lesson 08 itself (conftest.py gives its cells
+the keyword), whose cells check, live, what is not repeated here: DDP against the hand-written
+all-reduce, a worker killed under --max-restarts=1 resuming from the last checkpoint (which
+rank 0 wrote atomically), and a missing machine ending the rendezvous with one line within its
+timeout. Every job is started as lesson 08 starts it, through notebooks/ddp_launch.py (torchrun
+with a deadline), on a few thousand images.
 """
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +21,7 @@ import torch
 import ddp_launch
 import ddp_train
 
+pytestmark = pytest.mark.distributed
 SCRIPT = str(Path(ddp_train.__file__))
 QUICK = ["--epochs", "1", "--train-images", "1024", "--test-images", "500"]
 
@@ -34,14 +41,22 @@ def weights(path):
 
 
 def test_distributed_two_processes_match_one(tmp_path, monkeypatch):
-    """2 processes with half of every batch take the same steps as 1 process with the whole batch."""
+    """2 processes with half of every batch take the same steps as 1 process with the whole batch.
+
+    In float32 on every CPU: with bfloat16 autocast (CPUs that have it) a half batch rounds its
+    products differently from the whole one, and the weights drift apart by more than rounding."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("WORKSHOP_BFLOAT16", "0")
     same = [*QUICK, "--net", "tutorial", "--no-augment", "--batch-size", "64"]
-    one = launch(tmp_path, ["--standalone", "--nproc-per-node=1"], same, "one")
+    # 1 process: the same script without torchrun (a group of one)
+    alone = subprocess.run([sys.executable, SCRIPT, *same, "--out", str(tmp_path / "one.json"),
+                            "--checkpoint", str(tmp_path / "one.pt")], capture_output=True, text=True,
+                           timeout=240)
+    assert alone.returncode == 0, alone.stderr[-2000:]
     two = launch(tmp_path, ["--standalone", "--nproc-per-node=2"], same, "two")
-    assert one[0] == 0 and two[0] == 0, (one[2], two[2])
-    assert (one[3]["world_size"], two[3]["world_size"]) == (1, 2)
-    assert two[3]["backend"] == "gloo"
+    assert two[0] == 0, two[2]
+    assert json.loads((tmp_path / "one.json").read_text())["world_size"] == 1
+    assert two[3]["world_size"] == 2 and two[3]["backend"] == "gloo"
     a, b = weights(tmp_path / "one.pt"), weights(tmp_path / "two.pt")
     assert a.keys() == b.keys()
     moved = max((a[k] - ddp_train.make_model("tutorial", torch.device("cpu"), False).state_dict()[k])
@@ -62,21 +77,6 @@ def test_distributed_sampler_visits_every_image_once(world):
         assert torch.equal(seen.sort().values, torch.arange(n))      # every image exactly once
     first = ddp_train.shard(n, 0, 0, 0, world)
     assert not torch.equal(first, ddp_train.shard(n, 1, 0, 0, world))  # set_epoch: a new order
-
-
-def test_distributed_killed_worker_resumes_from_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    args = ["--epochs", "2", "--train-images", "1024", "--test-images", "500", "--batch-size", "128",
-            "--kill", "1:2:3"]
-    code, printed, why, result = launch(
-        tmp_path, ["--standalone", "--nproc-per-node=2", "--max-restarts=1"], args, "killed")
-    assert code == 0, why
-    assert "rank 1: killing myself at epoch 2, step 3" in printed
-    assert "after epoch 1" in printed                                # resumed, not restarted from zero
-    assert result["restarts"] == 1 and result["epochs"] == 1          # the retry trained epoch 2 only
-    state = torch.load(tmp_path / "killed.pt", map_location="cpu", weights_only=False)
-    assert state["epoch"] == 2
-    assert not list(tmp_path.glob(".*.partial"))                     # no half-written file left
 
 
 def test_distributed_checkpoint_is_never_half_written(tmp_path, monkeypatch):
@@ -112,18 +112,9 @@ def test_distributed_two_nodes_on_localhost(tmp_path, monkeypatch):
     assert len(written) == 1 and written[0]["world_size"] == 2
 
 
-def test_distributed_missing_node_fails_clearly(tmp_path):
-    began = time.monotonic()
-    code, printed, why, _ = launch(
-        tmp_path, ["--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
-                   f"--rdzv-endpoint=127.0.0.1:{ddp_train.free_port()}", "--rdzv-id=alone",
-                   "--rdzv-conf=join_timeout=5"], QUICK, "alone", deadline=60)
-    assert code != 0 and time.monotonic() - began < 60
-    assert why.startswith("The rendezvous at 127.0.0.1:") and "timed out after 5 s" in why
-    assert "Traceback" not in why
-
-
 def test_distributed_port_taken_fails_within_deadline(tmp_path):
+    """torchrun itself waits for ever on a port that another program holds (its join and read
+    timeouts do not cover the first handshake): the launcher's deadline ends it."""
     with socket.socket() as other:                 # another program holds the port and never answers
         other.bind(("127.0.0.1", 0))
         other.listen()
@@ -132,7 +123,7 @@ def test_distributed_port_taken_fails_within_deadline(tmp_path):
         code, printed, why, _ = launch(
             tmp_path, ["--nnodes=1", "--nproc-per-node=1", "--rdzv-backend=c10d",
                        f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=taken",
-                       "--rdzv-conf=join_timeout=5,read_timeout=5"], QUICK, "taken", deadline=12)
+                       "--rdzv-conf=join_timeout=5,read_timeout=5"], QUICK, "taken", deadline=6)
     assert code != 0 and time.monotonic() - began < 30
     assert f"127.0.0.1:{port}" in why and "port" in why
 

@@ -28,7 +28,7 @@ def test_gpu_run_dry_run_rehearses_every_step(tmp_path, cifar10_root):
     assert report["ok"] and report["dry_run"] and not report["cuda"]
     assert report["torch"] == torch.__version__ and report["commit"]
     bench = report["steps"]["benchmark"]["result"]   # lesson 07's recipe end to end, too short to learn
-    assert bench["seeds"] == [0] and bench["train_images"] == 256 and bench["epochs"] == 1
+    assert bench["seeds"] == [0] and bench["train_images"] == 128 and bench["epochs"] == 1
     assert 0 < bench["mean_acc"] == bench["min_acc"] < 1 and bench["mean_train_s"] > 0   # (test_workshop checks it learns)
     assert report["steps"]["gpu tests"]["counts"] == {"skipped": 3}   # they need CUDA, and say so
     assert (tmp_path / "gpu-cpu.png").stat().st_size > 1000

@@ -14,9 +14,9 @@ Steps, in order, each timed and reported; a step that fails is reported and the 
                value of a last expression) with only PyTorch and matplotlib installed, so a bare
                GPU machine needs no Jupyter;
 3. benchmark:  benchmarks/gpu_training.py --against airbench with seeds 0-4 (--dry-run: --quick,
-               one seed, one epoch on 256 images, without airbench), and lesson 07's ablation
-               at that length for the same seeds, into OUT/ablation-<device>.json (lesson 07
-               points to it; a test checks it);
+               one seed, one epoch of one step on 128 images, tested on 50, without airbench),
+               and lesson 07's ablation at that length for the same seeds, into
+               OUT/ablation-<device>.json (lesson 07 points to it; a test checks it);
 4. gpu tests:  pytest -m gpu (float16 with GradScaler, torch.compile, GPU against CPU accuracy);
                on a machine without CUDA they are reported as skipped;
 5. results:    OUT/gpu-<device>.json (device, versions, date, commit, every step's figures and
@@ -215,7 +215,7 @@ def last_json(text):
 
 def run_benchmark(dry_run, seeds, ablation):
     command = [sys.executable, str(REPO / "benchmarks" / "gpu_training.py"), "--ablation", str(ablation)]
-    command += (["--quick", "--epochs", "1", "--seeds", "0", "--train-images", "256", "--test-images", "200"]
+    command += (["--quick", "--epochs", "1", "--seeds", "0", "--train-images", "128", "--test-images", "50"]
                 if dry_run
                 else ["--against", "airbench", "--seeds", *map(str, seeds)])
     done = subprocess.run(command, cwd=REPO, env=python_env(), capture_output=True, text=True)
