@@ -79,6 +79,32 @@ def test_the_second_cpu_path_is_always_another_one(capability, bf16, machine, ex
     assert all((NOTEBOOKS / f"{name}.ipynb").exists() for name in lessons)
 
 
+def test_the_test_command_gives_lesson_05_the_machine_and_shares_it_for_the_rest():
+    lessons = sorted(p.stem for p in LESSONS)
+    second = run.second_cpu_path("AVX512", True, "x86_64")
+    alone, side_by_side = run.test_plan(lessons, second)
+    # lesson 05 compares its training time with its own estimate: it never shares the machine
+    assert [(args, extra) for _, args, extra in alone] == [
+        (["notebooks/05-training-on-cpu.ipynb"], {}), (["notebooks/05-training-on-cpu.ipynb"], second[0])]
+    tests, others = side_by_side
+    assert [args for _, args, _ in tests] == [["tests"]]
+    first, again = others
+    assert first[1] == [f"notebooks/{n}.ipynb" for n in lessons if n != "05-training-on-cpu"] and first[2] == {}
+    assert again[1] == [f"notebooks/{n}.ipynb" for n in second[1] if n != "05-training-on-cpu"]
+    assert again[2] == second[0]
+    cheap = run.second_cpu_path("AVX2", False, "x86_64")
+    alone, (_, others) = run.test_plan(lessons, cheap)
+    assert len(alone) == 1 and others[1][1] == [f"notebooks/{n}.ipynb" for n in run.CHEAP]
+    alone, (_, others) = run.test_plan(lessons, None)
+    assert len(alone) == 1 and len(others) == 1
+
+
+def test_the_test_command_reports_each_run_by_its_pytest_summary():
+    output = "tests/x.py ..F\n=== FAILURES ===\n...\n====== 1 failed, 2 passed in 3.10s ======\n"
+    assert run.summary_line(output) == "1 failed, 2 passed in 3.10s"
+    assert run.summary_line("Traceback ...") == "no summary (see its output above)"
+
+
 # ------------------------------------------------------------------ attendee copies
 
 def test_attendee_copies_are_refreshed_but_never_overwrite_an_attendee(tmp_path, monkeypatch):

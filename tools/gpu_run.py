@@ -8,11 +8,12 @@ Steps, in order, each timed and reported; a step that fails is reported and the 
 1. data:       $CIFAR10_ROOT, else data/offline-copy or data/ if they hold CIFAR-10, else the
                offline copy built by make_cifar10.py (shared/cifar10/ in the repository, or
                ../shared/cifar10/ beside it);
-2. lessons:    06 and 07 re-executed top to bottom, each in a fresh Python process, and stored
-               in place with their outputs (--dry-run: into the output folder, never in place).
-               The executor here runs a lesson's cells as Jupyter would (prints, figures, the
-               value of a last expression) with only PyTorch and matplotlib installed, so a bare
-               GPU machine needs no Jupyter;
+2. lessons:    06 and 07 re-executed top to bottom, each in a fresh Python process, and written
+               with their outputs into OUT/ (never in place: the stored lessons keep the CPU run
+               that the tests compare on every machine; some of their outputs, such as lesson
+               07's sizes, differ on a GPU by design). The executor here runs a lesson's cells
+               as Jupyter would (prints, figures, the value of a last expression) with only
+               PyTorch and matplotlib installed, so a bare GPU machine needs no Jupyter;
 3. benchmark:  benchmarks/gpu_training.py --against airbench with seeds 0-4 (--dry-run: --quick,
                one seed, one epoch of one step on 128 images, tested on 50, without airbench),
                and lesson 07's ablation at that length for the same seeds, into
@@ -299,7 +300,7 @@ def main(argv=None):
     if "lessons" not in args.skip:
         for lesson in LESSONS:
             source = NOTEBOOKS / f"{lesson}.ipynb"
-            dest = out / source.name if args.dry_run else source
+            dest = out / source.name
             passed, seconds, message = execute_lesson(source, dest)
             steps[f"lesson {lesson}"] = {"ok": passed, "seconds": round(seconds, 1), "message": message}
             say(f"lesson {lesson}: {'ok' if passed else 'FAILED'} in {seconds:.0f} s ({message})")
