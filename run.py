@@ -95,29 +95,35 @@ def second_cpu_path(capability, has_bfloat16, machine):
 
 
 ALONE = "05-training-on-cpu"      # times its own training against an estimate: gets the machine alone
+# what mostly starts processes (torchrun jobs, JupyterLab and a browser): one run of its own
+STARTS_PROCESSES = ["tests/test_distributed.py", "tests/test_exercises.py",
+                    "tests/test_attendee_view.py", "notebooks/08-scaling-out.ipynb"]
 
 
 def lesson_paths(names):
     return [f"notebooks/{name}.ipynb" for name in names]
 
 
-def test_plan(lessons, second):
+def test_plan(lessons, test_files, second):
     """The full test command as (alone, side_by_side): pytest runs as (title, pytest args, extra
     environment). `alone` runs first, one after the other, with the machine to itself: lesson 05,
-    whose check compares its training time with the estimate it printed. Then the two lists of
-    `side_by_side` run at the same time, each list in order, so that both cores stay busy: the
-    tests in tests/, and the other lessons. `second` is second_cpu_path()'s answer, or None: its
-    lessons run again on that path, lesson 05 alone and the others after the lessons."""
+    whose check compares its training time with the estimate it printed. Then the lists of
+    `side_by_side` run at the same time, each list in order, so that the cores never wait for
+    one process starting up: the tests in tests/; the tests that mostly start processes, with
+    lesson 08; the other lessons. `second` is second_cpu_path()'s answer, or None: its lessons
+    run again on that path, lesson 05 alone and the others after the lessons."""
     alone = [("lesson 05", lesson_paths([ALONE]), {})]
-    others = [name for name in lessons if name != ALONE]
-    side_by_side = [[("tests", ["tests"], {})],
+    tests = [f for f in test_files if f not in STARTS_PROCESSES]
+    others = [name for name in lessons if name != ALONE and f"notebooks/{name}.ipynb" not in STARTS_PROCESSES]
+    side_by_side = [[("tests", tests, {})],
+                    [("processes: " + " ".join(Path(f).stem for f in STARTS_PROCESSES), STARTS_PROCESSES, {})],
                     [("lessons " + " ".join(n[:2] for n in others), lesson_paths(others), {})]]
     if second is not None:
         extra, names, description = second
         if ALONE in names:
             alone.append((f"lesson 05 again on {description}", lesson_paths([ALONE]), extra))
         rest = [name for name in names if name != ALONE]
-        side_by_side[1].append((f"lessons {' '.join(n[:2] for n in rest)} again on {description}",
+        side_by_side[2].append((f"lessons {' '.join(n[:2] for n in rest)} again on {description}",
                                 lesson_paths(rest), extra))
     return alone, side_by_side
 
@@ -154,7 +160,8 @@ def test(py, rest, env):
     if second is None:
         say("no second CPU path can be forced on this processor; the first pass is the check")
     lessons = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]-*.ipynb"))
-    alone, side_by_side = test_plan(lessons, second)
+    test_files = sorted(f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py"))
+    alone, side_by_side = test_plan(lessons, test_files, second)
     # lesson 05 saves the model that lesson 06 loads, as in a learner's run; never into checkpoints/
     scratch = Path(tempfile.mkdtemp(prefix="workshop-test-"))
     env = dict(env, WORKSHOP_CHECKPOINT=str(scratch / "workshop_net.pt"))
@@ -167,11 +174,11 @@ def test(py, rest, env):
         for title, args, extra in runs:
             code, output = run_pytest(py, title, args, dict(env, **extra), tag)
             results.append((title, code, output))
-    # two pytest runs share the cores: waiting threads sleep instead of spinning on a core the
-    # other run needs (OpenMP's PASSIVE policy; results are the same, only idle time changes)
+    # pytest runs share the cores: waiting threads sleep instead of spinning on a core another
+    # run needs (OpenMP's PASSIVE policy; results are the same, only idle time changes)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     say("next, side by side: " + " | ".join(", ".join(t for t, _, _ in runs) for runs in side_by_side))
-    threads = [threading.Thread(target=in_order, args=(runs, runs[0][0].split()[0]))
+    threads = [threading.Thread(target=in_order, args=(runs, runs[0][0].split()[0].rstrip(":")))
                for runs in side_by_side]
     for t in threads:
         t.start()

@@ -98,8 +98,13 @@ def readable(errors):
     return "\n".join(keep[-20:])
 
 
+# the processes' own error messages from the latest run (readable()), for a test to show
+last_errors = ""
+
+
 def run(args, deadline=None, echo=True):
     """Run torchrun with args; return (returncode, what the processes printed, explanation or None)."""
+    global last_errors
     args = with_rendezvous_limits(args)
     env = dict(os.environ)
     nproc = option(args, "--nproc-per-node") or option(args, "--nproc_per_node") or "1"
@@ -136,6 +141,7 @@ def run(args, deadline=None, echo=True):
     for t in threads:
         t.join(5)
     errors = "".join(errors)
+    last_errors = readable(errors)
     if proc.returncode == 0 and not deadline_hit:
         return 0, "".join(printed), None
     why = explain(proc.returncode, errors, args, deadline_hit, deadline, bool(printed))

@@ -28,11 +28,14 @@ QUICK = ["--epochs", "1", "--train-images", "1024", "--test-images", "500"]
 
 def launch(tmp_path, torchrun, script_args, name, deadline=240, checkpoint=None):
     """Run one job, with its checkpoint at tmp_path/NAME.pt unless `checkpoint` names another;
-    return (returncode, printed output, explanation, its JSON result or None)."""
+    return (returncode, printed output, explanation followed by the processes' own error
+    messages, its JSON result or None)."""
     out = tmp_path / f"{name}.json"
     code, printed, why = ddp_launch.run(
         [*torchrun, SCRIPT, *script_args, "--out", str(out),
          "--checkpoint", str(tmp_path / (checkpoint or f"{name}.pt"))], deadline=deadline, echo=False)
+    if code != 0:
+        why = f"{why}\n{ddp_launch.last_errors}"
     return code, printed, why, json.loads(out.read_text()) if out.exists() else None
 
 
@@ -125,7 +128,8 @@ def test_distributed_port_taken_fails_within_deadline(tmp_path):
                        f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=taken",
                        "--rdzv-conf=join_timeout=5,read_timeout=5"], QUICK, "taken", deadline=6)
     assert code != 0 and time.monotonic() - began < 30
-    assert f"127.0.0.1:{port}" in why and "port" in why
+    explanation = why.splitlines()[0]               # (the processes' own messages follow it)
+    assert f"127.0.0.1:{port}" in explanation and "port" in explanation
 
 
 def test_distributed_launcher_limits_every_rendezvous():

@@ -226,7 +226,7 @@ def run_benchmark(dry_run, seeds, ablation):
 
 def run_gpu_tests():
     done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-o", "addopts=", "-p",
-                           "no:cacheprovider", "-q", "-rs", "tests/test_gpu.py"], cwd=REPO,
+                           "no:cacheprovider", "-p", "no:nbval", "-q", "-rs", "tests/test_gpu.py"], cwd=REPO,
                           env=python_env(), capture_output=True, text=True)
     summary = (done.stdout.strip().splitlines() or ["no output"])[-1]
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)}
