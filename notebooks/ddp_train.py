@@ -13,6 +13,7 @@ saves: after every epoch it writes a checkpoint atomically, and a restarted job 
 """
 import argparse
 import datetime
+import gc
 import json
 import os
 import signal
@@ -275,7 +276,11 @@ def train(args):
     log(json.dumps(result))
     if rank == 0 and args.out:
         args.out.write_text(json.dumps(result) + "\n")
-    dist.destroy_process_group()                   # a clean shutdown: every process leaves the group
+    # a clean shutdown: DDP holds on to the process group, so let go of it first; the group's
+    # threads then stop here, not while Python shuts down (where they can crash a finished process)
+    del model
+    gc.collect()
+    dist.destroy_process_group()                   # every process leaves the group
 
 
 if __name__ == "__main__":
