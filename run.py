@@ -94,10 +94,13 @@ def second_cpu_path(capability, has_bfloat16, machine):
     return env, CHEAP, "PyTorch's plain kernels (no AVX) and float32"
 
 
-ALONE = "05-training-on-cpu"      # times its own training against an estimate: gets the machine alone
+# lessons whose checks compare timings they measure (05: its training time with the estimate it
+# printed; 06: the speed of batch sizes and of number types): they get the machine to themselves
+ALONE = ["05-training-on-cpu", "06-gpu"]
 # what mostly starts processes (torchrun jobs, JupyterLab and a browser): one run of its own
 STARTS_PROCESSES = ["tests/test_distributed.py", "tests/test_exercises.py",
                     "tests/test_attendee_view.py", "notebooks/08-scaling-out.ipynb"]
+SIDE_BY_SIDE = 3       # pytest runs at a time: 2 cores stay busy while runs start processes
 
 
 def lesson_paths(names):
@@ -105,26 +108,26 @@ def lesson_paths(names):
 
 
 def test_plan(lessons, test_files, second):
-    """The full test command as (alone, side_by_side): pytest runs as (title, pytest args, extra
-    environment). `alone` runs first, one after the other, with the machine to itself: lesson 05,
-    whose check compares its training time with the estimate it printed. Then the lists of
-    `side_by_side` run at the same time, each list in order, so that the cores never wait for
-    one process starting up: the tests in tests/; the tests that mostly start processes, with
-    lesson 08; the other lessons. `second` is second_cpu_path()'s answer, or None: its lessons
-    run again on that path, lesson 05 alone and the others after the lessons."""
-    alone = [("lesson 05", lesson_paths([ALONE]), {})]
+    """The full test command as (alone, side_by_side), lists of pytest runs, each (title, pytest
+    args, extra environment). `alone` runs first, one run after the other, with the machine to
+    itself: the lessons that time themselves (ALONE). Then `side_by_side` runs SIDE_BY_SIDE at a
+    time, the next starting when one ends: the tests in tests/; the tests that mostly start
+    processes, with lesson 08; the other lessons. `second` is second_cpu_path()'s answer, or None:
+    its lessons run again on that path, those in ALONE alone, the others side by side."""
+    alone = [("lessons " + " ".join(n[:2] for n in ALONE), lesson_paths([n for n in ALONE if n in lessons]), {})]
     tests = [f for f in test_files if f not in STARTS_PROCESSES]
-    others = [name for name in lessons if name != ALONE and f"notebooks/{name}.ipynb" not in STARTS_PROCESSES]
-    side_by_side = [[("tests", tests, {})],
-                    [("processes: " + " ".join(Path(f).stem for f in STARTS_PROCESSES), STARTS_PROCESSES, {})],
-                    [("lessons " + " ".join(n[:2] for n in others), lesson_paths(others), {})]]
+    others = [n for n in lessons if n not in ALONE and f"notebooks/{n}.ipynb" not in STARTS_PROCESSES]
+    side_by_side = [("tests", tests, {}),
+                    ("processes: " + " ".join(Path(f).stem for f in STARTS_PROCESSES), STARTS_PROCESSES, {}),
+                    ("lessons " + " ".join(n[:2] for n in others), lesson_paths(others), {})]
     if second is not None:
         extra, names, description = second
-        if ALONE in names:
-            alone.append((f"lesson 05 again on {description}", lesson_paths([ALONE]), extra))
-        rest = [name for name in names if name != ALONE]
-        side_by_side[2].append((f"lessons {' '.join(n[:2] for n in rest)} again on {description}",
-                                lesson_paths(rest), extra))
+        timed, rest = [n for n in names if n in ALONE], [n for n in names if n not in ALONE]
+        if timed:
+            alone.append((f"lessons {' '.join(n[:2] for n in timed)} again on {description}",
+                          lesson_paths(timed), extra))
+        side_by_side.append((f"again: lessons {' '.join(n[:2] for n in rest)} on {description}",
+                             lesson_paths(rest), extra))
     return alone, side_by_side
 
 
@@ -169,17 +172,22 @@ def test(py, rest, env):
     for title, args, extra in alone:
         code, output = run_pytest(py, title, args, dict(env, **extra))
         results.append((title, code, output))
-
-    def in_order(runs, tag):
-        for title, args, extra in runs:
-            code, output = run_pytest(py, title, args, dict(env, **extra), tag)
-            results.append((title, code, output))
     # pytest runs share the cores: waiting threads sleep instead of spinning on a core another
     # run needs (OpenMP's PASSIVE policy; results are the same, only idle time changes)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    say("next, side by side: " + " | ".join(", ".join(t for t, _, _ in runs) for runs in side_by_side))
-    threads = [threading.Thread(target=in_order, args=(runs, runs[0][0].split()[0].rstrip(":")))
-               for runs in side_by_side]
+    say(f"next, {SIDE_BY_SIDE} at a time: " + " | ".join(title for title, _, _ in side_by_side))
+    waiting = list(side_by_side)
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                if not waiting:
+                    return
+                title, args, extra = waiting.pop(0)
+            code, output = run_pytest(py, title, args, dict(env, **extra), title.split()[0].rstrip(":"))
+            results.append((title, code, output))
+    threads = [threading.Thread(target=worker) for _ in range(SIDE_BY_SIDE)]
     for t in threads:
         t.start()
     for t in threads:

@@ -79,25 +79,26 @@ def test_the_second_cpu_path_is_always_another_one(capability, bf16, machine, ex
     assert all((NOTEBOOKS / f"{name}.ipynb").exists() for name in lessons)
 
 
-def test_the_test_command_gives_lesson_05_the_machine_and_shares_it_for_the_rest():
+def test_the_test_command_gives_timed_lessons_the_machine_and_shares_it_for_the_rest():
     lessons = sorted(p.stem for p in LESSONS)
     files = sorted(f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py"))
     second = run.second_cpu_path("AVX512", True, "x86_64")
     alone, side_by_side = run.test_plan(lessons, files, second)
-    # lesson 05 compares its training time with its own estimate: it never shares the machine
+    # lessons 05 and 06 compare timings they measure: they never share the machine
+    timed = ["notebooks/05-training-on-cpu.ipynb", "notebooks/06-gpu.ipynb"]
     assert [(args, extra) for _, args, extra in alone] == [
-        (["notebooks/05-training-on-cpu.ipynb"], {}), (["notebooks/05-training-on-cpu.ipynb"], second[0])]
-    tests, processes, others = side_by_side
-    every = [f for runs in side_by_side for _, args, extra in runs if not extra for f in args]
-    assert sorted(every) == sorted(files + [f"notebooks/{n}.ipynb" for n in lessons if n != run.ALONE])
-    assert "tests/test_distributed.py" in processes[0][1] and "notebooks/08-scaling-out.ipynb" in processes[0][1]
-    first, again = others
-    assert again[1] == [f"notebooks/{n}.ipynb" for n in second[1] if n != run.ALONE] and again[2] == second[0]
+        (timed, {}), (["notebooks/05-training-on-cpu.ipynb"], second[0])]
+    every = [f for _, args, extra in side_by_side if not extra for f in args]
+    assert sorted(every + timed) == sorted(files + [f"notebooks/{n}.ipynb" for n in lessons])
+    tests, processes, others, again = side_by_side
+    assert "tests/test_distributed.py" in processes[1] and "notebooks/08-scaling-out.ipynb" in processes[1]
+    assert again[1] == [f"notebooks/{n}.ipynb" for n in second[1] if n != "05-training-on-cpu"]
+    assert again[2] == second[0]
     cheap = run.second_cpu_path("AVX2", False, "x86_64")
-    alone, (_, _, others) = run.test_plan(lessons, files, cheap)
-    assert len(alone) == 1 and others[1][1] == [f"notebooks/{n}.ipynb" for n in run.CHEAP]
-    alone, (_, _, others) = run.test_plan(lessons, files, None)
-    assert len(alone) == 1 and len(others) == 1
+    alone, side_by_side = run.test_plan(lessons, files, cheap)
+    assert len(alone) == 1 and side_by_side[-1][1] == [f"notebooks/{n}.ipynb" for n in run.CHEAP]
+    alone, side_by_side = run.test_plan(lessons, files, None)
+    assert len(alone) == 1 and len(side_by_side) == 3
 
 
 def test_the_test_command_reports_each_run_by_its_pytest_summary():
