@@ -137,6 +137,12 @@ def save_atomically(state, path):
     os.replace(partial, path)                      # atomic on one file system
 
 
+def run_config(args):
+    """What makes a run this run, as saved in its checkpoint: every option but the fault drill
+    and where the figures go, so that the same call without --kill resumes from it."""
+    return {k: str(v) for k, v in sorted(vars(args).items()) if k not in ("kill", "out")}
+
+
 def resume_state(path, config):
     """The state saved by an earlier attempt of this same run, else None."""
     if not path.exists():
@@ -221,7 +227,7 @@ def train(args):
     optimizer, scheduler = workshop.make_optimizer(model, steps, recipe)
     autocast = torch.bfloat16 if device.type == "cuda" else workshop.cpu_autocast_dtype()
 
-    config = {k: str(v) for k, v in sorted(vars(args).items()) if k not in ("kill", "out")}
+    config = run_config(args)
     state = resume_state(args.checkpoint, config)
     first = 0
     if state is not None:

@@ -120,7 +120,8 @@ def test_data_folder_that_cannot_be_written(tmp_path, no_network):
 
 
 def make_archive(cifar10_root, path):
-    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+    # a real .tar.gz; stored without compression (level 0): 180 MB are quicker written and read
+    with tarfile.open(path, "w:gz", compresslevel=0) as tar:
         tar.add(cifar10_root / cifar10_data.BATCHES, arcname=cifar10_data.BATCHES)
     return path
 
