@@ -35,6 +35,7 @@ Data: $CIFAR10_ROOT, else the repo's data/ (see README.md).
 import argparse
 import contextlib
 import datetime
+import importlib.metadata
 import json
 import os
 import statistics
@@ -44,7 +45,6 @@ import time
 from pathlib import Path
 
 import torch
-import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "notebooks"))
 import workshop  # noqa: E402
@@ -153,7 +153,7 @@ def main():
         torch.backends.cudnn.benchmark = True
     else:
         amp_dtype = workshop.cpu_autocast_dtype() if device.type == "cpu" else None
-    print(f"device: {reason}; torch {torch.__version__}, torchvision {torchvision.__version__}; "
+    print(f"device: {reason}; torch {torch.__version__}, torchvision {importlib.metadata.version('torchvision')}; "
           f"autocast {amp_dtype}; recipe {recipe}")
 
     root = workshop.find_cifar10(download=False)

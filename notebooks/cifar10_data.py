@@ -10,14 +10,17 @@ Lessons reach these through `workshop` (which imports them from here). Only stan
 and torchvision: the official data keeps torchvision's own checksums; the offline test copy
 (a JPEG re-encoding with its own checksums file) is verified against those first. torchvision is
 imported only where it is needed (a download, an archive, the official checksums, its dataset
-class): importing it takes a second or two, and every process of lesson 08's training script
-reads the offline copy without it.
+class, adjusted for a verified offline copy when it is imported): importing it takes a second or
+two, and lesson 07, lesson 08 and its training script read the offline copy without it.
 """
 import hashlib
+import importlib.abc
+import importlib.util
 import json
 import os
 import pickle
 import socket
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -78,10 +81,36 @@ _VERIFIED_COPIES = {}
 
 def _let_torchvision_read_verified_copies():
     """Make torchvision's CIFAR10 check a verified offline copy against that copy's own sums;
-    every other folder keeps torchvision's own check."""
-    import torchvision
+    every other folder keeps torchvision's own check. Done now where torchvision's CIFAR10 is
+    already imported, else the moment it is: a process that never uses it never imports it."""
+    cifar = sys.modules.get("torchvision.datasets.cifar")
+    if cifar is not None:
+        _check_verified_copies_by_their_sums(cifar.CIFAR10)
+    elif not any(isinstance(finder, _WhenCifarIsImported) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _WhenCifarIsImported())
+
+
+class _WhenCifarIsImported(importlib.abc.MetaPathFinder):
+    """Finds no module itself: when torchvision.datasets.cifar is about to be imported, it steps
+    aside, lets Python find that module as usual, and adjusts CIFAR10 as soon as the module has run."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "torchvision.datasets.cifar":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                _check_verified_copies_by_their_sums(module.CIFAR10)
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+def _check_verified_copies_by_their_sums(cifar10):
     from torchvision.datasets.utils import check_integrity
-    cifar10 = torchvision.datasets.CIFAR10
     if getattr(cifar10._check_integrity, "workshop_offline_copies", False):
         return
     official_check = cifar10._check_integrity

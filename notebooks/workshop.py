@@ -202,7 +202,7 @@ def train_epoch(model, images, labels, optimizer, scheduler, generator, recipe,
 
 
 @torch.no_grad()
-def predict(model, images, batch_size=1000, autocast_dtype=None, mirror=True):
+def predict(model, images, batch_size=250, autocast_dtype=None, mirror=True):
     """The model's scores (logits, float32) for every image; with mirror=True, averaged with the
     scores of the mirror image (test-time augmentation)."""
     model.eval()
@@ -451,7 +451,7 @@ def train_fast(images, labels, recipe=FAST_RECIPE, seed=0, autocast_dtype=None,
     return model
 
 
-def predict_shifted(model, images, batch_size=2000, autocast_dtype=None):
+def predict_shifted(model, images, batch_size=250, autocast_dtype=None):
     """Scores over 6 views: predict() (image and mirror) on the images and on two copies shifted
     by one pixel, up-left and down-right, their empty edge filled by reflection; the unshifted
     pair counts for half."""

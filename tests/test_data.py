@@ -3,6 +3,8 @@
 None of these tests touches the network: downloads are made to fail in-process.
 """
 import shutil
+import subprocess
+import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -90,6 +92,26 @@ def test_the_tensors_are_what_torchvision_reads(cifar10_root):
         assert images.dtype == torch.uint8 and images.shape == (len(dataset), 3, 32, 32)
         assert torch.equal(images.permute(0, 2, 3, 1), torch.from_numpy(dataset.data))
         assert labels.tolist() == dataset.targets
+
+
+def test_torchvision_is_imported_only_when_used(cifar10_root, tmp_path):
+    """A process that finds the offline copy without torchvision (lessons 07 and 08) never imports
+    it; one that imports it afterwards still reads the verified copy through its CIFAR10 class,
+    while a folder that is not a verified copy keeps torchvision's own check."""
+    code = ("import sys, workshop, pathlib\n"
+            "root = workshop.find_cifar10(sys.argv[1], download=False, quiet=True)\n"
+            "print('torchvision' in sys.modules)\n"
+            "import torchvision\n"
+            "print(len(torchvision.datasets.CIFAR10(root, train=False)))\n"
+            "try:\n"
+            "    torchvision.datasets.CIFAR10(sys.argv[2], train=False)\n"
+            "except RuntimeError as err:\n"
+            "    print(str(err).splitlines()[0])\n")
+    other = copy_of(cifar10_root, tmp_path, with_sums=False)   # the same files, not verified as a copy
+    done = subprocess.run([sys.executable, "-c", code, str(cifar10_root), str(other)],
+                          capture_output=True, text=True, timeout=120, cwd=NOTEBOOKS)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["False", "10000", "Dataset not found or corrupted. You can use download=True to download it"]
 
 
 @pytest.mark.parametrize("split,name", [(False, "test_batch"), (True, "data_batch_4")])

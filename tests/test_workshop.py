@@ -218,6 +218,21 @@ def test_lookahead_starts_late_then_pulls_the_weights_to_their_average():
     assert 0 < moved < 1 and torch.equal(model.weight, average[0])
 
 
+def test_predict_scores_do_not_depend_on_the_batch_size():
+    """Lesson 05: in eval mode batch normalisation uses its running averages, so testing 250 images
+    at a time gives the scores of 1,000 at a time (up to float rounding), while training mode would not."""
+    torch.manual_seed(0)
+    model = workshop.WorkshopNet().to(memory_format=torch.channels_last)
+    images = torch.randint(0, 256, (500, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        model.train()(workshop.normalize(images[:64]))           # running averages that are not 0 and 1
+    small, large = (workshop.predict(model, images, batch_size=b) for b in (250, 1000))
+    torch.testing.assert_close(small, large, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        in_train_mode = torch.cat([model.train()(workshop.normalize(images[s:s + 4])) for s in range(0, 8, 4)])
+    assert not torch.allclose(in_train_mode, workshop.predict(model, images[:8], mirror=False), atol=1e-3)
+
+
 def test_predict_shifted_averages_six_views():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10, bias=False))
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)

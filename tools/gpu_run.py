@@ -176,10 +176,10 @@ def execute_one(source, dest):
 # ----------------------------------------------------------------------------- the steps
 
 def probe():
-    code = ("import json, platform, sys, torch, torchvision\n"
+    code = ("import importlib.metadata, json, platform, sys, torch\n"
             "cuda = torch.cuda.is_available()\n"
             "print(json.dumps({'python': platform.python_version(), 'torch': torch.__version__,"
-            " 'torchvision': torchvision.__version__, 'cuda': cuda,"
+            " 'torchvision': importlib.metadata.version('torchvision'), 'cuda': cuda,"
             " 'device': torch.cuda.get_device_name(0) if cuda else 'cpu'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=python_env())
     if done.returncode != 0:
