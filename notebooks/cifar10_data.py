@@ -224,8 +224,10 @@ def shown(path):
     return str(path)
 
 
-def load_cifar10_tensors(root, train):
-    """The whole split as tensors: images (N, 3, 32, 32) uint8 and labels (N,) int64.
+def load_cifar10_tensors(root, train, count=None):
+    """The whole split as tensors: images (N, 3, 32, 32) uint8 and labels (N,) int64; with
+    `count`, its first `count` images only (read from the batch files that hold them: 10,000
+    images each).
 
     Reads the batch files that torchvision's CIFAR10 reads, in its layout (pickled dicts of 3,072
     bytes per image, red plane, green, blue), after checking each against its checksum: the
@@ -240,6 +242,8 @@ def load_cifar10_tensors(root, train):
     else:
         sums, what = official_sums(), "official CIFAR-10"
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    if count is not None:
+        names = names[:max(1, -(-count // 10_000))]
     _check_files(root / BATCHES, {name: sums[name] for name in names}, what)
     images, labels = [], []
     for name in names:
@@ -248,4 +252,4 @@ def load_cifar10_tensors(root, train):
         images.append(batch["data"])
         labels += batch["labels"]
     images = torch.from_numpy(np.concatenate(images)).view(-1, 3, 32, 32)    # (N, C, H, W)
-    return images, torch.tensor(labels)
+    return images[:count], torch.tensor(labels)[:count]

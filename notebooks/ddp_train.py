@@ -208,10 +208,8 @@ def train(args):
         dist.destroy_process_group()
         return
     root = workshop.data_root()
-    images, labels = workshop.load_cifar10_tensors(root, train=True)
-    test_images, test_labels = workshop.load_cifar10_tensors(root, train=False)
-    images, labels = images[:args.train_images], labels[:args.train_images]
-    test_images, test_labels = test_images[:args.test_images], test_labels[:args.test_images]
+    images, labels = workshop.load_cifar10_tensors(root, train=True, count=args.train_images)
+    test_images, test_labels = workshop.load_cifar10_tensors(root, train=False, count=args.test_images)
     images, labels = images.to(device), labels.to(device)
 
     model = make_model(args.net, device, args.sync_bn)

@@ -94,6 +94,19 @@ def test_the_tensors_are_what_torchvision_reads(cifar10_root):
         assert labels.tolist() == dataset.targets
 
 
+def test_the_first_images_are_read_from_the_files_that_hold_them(cifar10_root, tmp_path):
+    """count=N gives the first N images of the split, reading (and checking) only the batch files
+    that hold them: 12,000 training images need data_batch_1 and 2, not a damaged data_batch_5."""
+    images, labels = workshop.load_cifar10_tensors(cifar10_root, train=True)
+    root = copy_of(cifar10_root, tmp_path)
+    damage(root / cifar10_data.BATCHES / "data_batch_5", "corrupt")
+    first, first_labels = workshop.load_cifar10_tensors(root, train=True, count=12_000)
+    assert torch.equal(first, images[:12_000]) and torch.equal(first_labels, labels[:12_000])
+    assert len(workshop.load_cifar10_tensors(root, train=False, count=500)[0]) == 500
+    with pytest.raises(workshop.WorkshopError, match="data_batch_5 is corrupted"):
+        workshop.load_cifar10_tensors(root, train=True, count=40_001)
+
+
 def test_torchvision_is_imported_only_when_used(cifar10_root, tmp_path):
     """A process that finds the offline copy without torchvision (lessons 07 and 08) never imports
     it; one that imports it afterwards still reads the verified copy through its CIFAR10 class,
