@@ -1,15 +1,16 @@
 """Lesson 08's training script: lesson 05's recipe on every process that torchrun starts.
 
-    torchrun --standalone --nproc-per-node=2 ddp_train.py          # 2 processes on this machine (CPU: gloo)
-    torchrun --standalone --nproc-per-node=8 ddp_train.py          # 8 GPUs in one machine (NCCL)
+    torchrun --standalone --nproc-per-node=2 -m workshop.ddp_train     # 2 processes on this machine (CPU: gloo)
+    torchrun --standalone --nproc-per-node=8 -m workshop.ddp_train     # 8 GPUs in one machine (NCCL)
     torchrun --nnodes=2 --nproc-per-node=8 --rdzv-backend=c10d \\
-             --rdzv-endpoint=HOST:29500 --rdzv-id=cifar ddp_train.py    # the same line on each of 2 machines
-    python ddp_train.py                                            # one process, no torchrun
+             --rdzv-endpoint=HOST:29500 --rdzv-id=cifar -m workshop.ddp_train  # the same line on each of 2 machines
+    python -m workshop.ddp_train                                       # one process, no torchrun
 
-Each process trains a copy of the model on its share of every batch; DistributedDataParallel
-averages the gradients in backward, so every copy takes the same step. Rank 0 prints, tests and
+Each process trains a copy of the model on its share of every batch, with lesson 05's epoch loop
+(lesson 08's ddp_epoch, from workshop.distributed); DistributedDataParallel averages the
+gradients in backward, so every copy takes the same step. Rank 0 prints, tests and
 saves: after every epoch it writes a checkpoint atomically, and a restarted job (torchrun
---max-restarts) resumes from it. Options: `python ddp_train.py --help`.
+--max-restarts) resumes from it. Options: `python -m workshop.ddp_train --help`.
 """
 import argparse
 import datetime
@@ -17,8 +18,6 @@ import gc
 import json
 import os
 import signal
-import socket
-import sys
 import time
 from pathlib import Path
 
@@ -26,17 +25,21 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import workshop  # noqa: E402
+from workshop.data import REPO, data_root, load_cifar10_tensors
+from workshop.device import cpu_autocast_dtype
+from workshop.distributed import average_gradients_by_hand, ddp_epoch, save_atomically
+from workshop.gpu import synchronize
+from workshop.launch import free_port
+from workshop.nets import TutorialNet, WorkshopNet
+from workshop.training import RECIPE, make_optimizer, predict
 
 
 def options(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=workshop.RECIPE["epochs"])
-    p.add_argument("--batch-size", type=int, default=workshop.RECIPE["batch_size"],
+    p.add_argument("--epochs", type=int, default=RECIPE["epochs"])
+    p.add_argument("--batch-size", type=int, default=RECIPE["batch_size"],
                    help="the global batch: images per step over all processes (default %(default)s)")
     p.add_argument("--train-images", type=int, default=None,
                    help="train on the first N training images only (quick runs)")
@@ -49,7 +52,7 @@ def options(argv=None):
                    help="batch statistics over all processes (SyncBatchNorm; GPUs only)")
     p.add_argument("--cpu", action="store_true", help="use the CPU and gloo even where there are GPUs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", type=Path, default=workshop.REPO / "checkpoints" / "ddp_train.pt",
+    p.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "ddp_train.pt",
                    help="written by rank 0 after every epoch, read on a restart (default: "
                         "checkpoints/ddp_train.pt in the repository)")
     p.add_argument("--out", type=Path, default=None, help="write the run's figures here as JSON")
@@ -61,22 +64,39 @@ def options(argv=None):
     return p.parse_args(argv)
 
 
+class FaultDrill:
+    """The progress object handed to lesson 05's epoch loop, which calls update(1) after every step:
+    with --kill RANK:EPOCH:STEP, that process kills itself before that step (counted from 0) of
+    that epoch (counted from 1), on the first attempt only (a restarted job then runs through)."""
+
+    def __init__(self, kill, rank, epoch, attempt):
+        self.target = [int(k) for k in kill.split(":")] if kill else None
+        self.rank, self.epoch, self.attempt, self.step = rank, epoch, attempt, 0
+        self.check()
+
+    def check(self):
+        if self.target == [self.rank, self.epoch + 1, self.step] and self.attempt == 0:
+            print(f"rank {self.rank}: killing myself at epoch {self.epoch + 1}, step {self.step} (--kill)",
+                  flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def update(self, steps):
+        self.step += steps
+        self.check()
+
+
 def log(*args):
     """Print on rank 0 only: one line per event, not one per process."""
     if dist.get_rank() == 0:
         print(*args, flush=True)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(cpu=False):
     """Join the process group that torchrun described in the environment; returns the device.
 
-    Without torchrun (plain `python ddp_train.py`) this process is a group of one.
+    Without torchrun (plain `python -m workshop.ddp_train`) this process is a group of one.
     """
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
@@ -106,35 +126,10 @@ def start(cpu=False):
     return device
 
 
-def shard(n, epoch, seed, rank, world):
-    """This process's share of the n training images for one epoch: a new shuffle each epoch
-    (set_epoch), the same on every process, dealt out like cards (rank, rank + world, ...).
-    With n a multiple of world, every image is in exactly one process's share."""
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    sampler.set_epoch(epoch)
-    return torch.tensor(list(sampler))
 
 
-def average_gradients_by_hand(model):
-    """What DDP does in backward, written out: as each parameter's gradient is ready, sum it over
-    all processes (all_reduce) and divide by their number."""
-    world = dist.get_world_size()
-
-    def hook(param):
-        dist.all_reduce(param.grad)
-        param.grad /= world
-    for param in model.parameters():
-        dist.broadcast(param.data, src=0)          # start from rank 0's weights, as DDP does
-        param.register_post_accumulate_grad_hook(hook)
-    return model
 
 
-def save_atomically(state, path):
-    """Write to a temporary file beside `path`, then rename: a crash leaves the old file whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    torch.save(state, partial)
-    os.replace(partial, path)                      # atomic on one file system
 
 
 def run_config(args):
@@ -158,7 +153,7 @@ def evaluate(model, images, labels, device, autocast):
     """Test accuracy over all processes: each scores its slice, then the counts are summed."""
     rank, world = dist.get_rank(), dist.get_world_size()
     mine = slice(rank, None, world)
-    scores = workshop.predict(model, images[mine].to(device), autocast_dtype=autocast)
+    scores = predict(model, images[mine].to(device), autocast_dtype=autocast)
     counts = torch.tensor([(scores.argmax(1).cpu() == labels[mine]).sum().item(), len(scores)],
                           device=device)
     dist.all_reduce(counts)
@@ -172,20 +167,20 @@ def time_allreduce(numel, device, repeats=20):
     grads = torch.randn(numel, device=device)
     for _ in range(3):                             # warm-up: connections, buffers
         dist.all_reduce(grads)
-    workshop.synchronize(device)
+    synchronize(device)
     began = time.perf_counter()
     for _ in range(repeats):
         dist.all_reduce(grads)
-    workshop.synchronize(device)
+    synchronize(device)
     seconds = (time.perf_counter() - began) / repeats
     moved = 2 * (world - 1) / world * numel * 4
     return dict(world_size=world, backend=dist.get_backend(), bytes=numel * 4,
                 allreduce_s=round(seconds, 6), bus_gb_per_s=round(moved / seconds / 1e9, 3))
 
 
-def make_model(net, device, sync_bn):
-    torch.manual_seed(0)                           # the same starting weights on every process
-    model = workshop.WorkshopNet() if net == "workshop" else workshop.TutorialNet()
+def make_model(net, device, sync_bn, seed=0):
+    torch.manual_seed(seed)                        # the same starting weights on every process
+    model = WorkshopNet() if net == "workshop" else TutorialNet()
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model.to(device, memory_format=torch.channels_last)
@@ -200,30 +195,32 @@ def train(args):
         raise SystemExit("--sync-bn needs GPUs: PyTorch's SyncBatchNorm runs on CUDA only")
     local = args.batch_size // world               # each process's share of every batch
     if args.measure_allreduce:
-        numel = sum(p.numel() for p in make_model(args.net, device, False).parameters())
+        numel = sum(p.numel() for p in make_model(args.net, device, False, args.seed).parameters())
         result = time_allreduce(numel, device)
         log(json.dumps(result))
         if rank == 0 and args.out:
             args.out.write_text(json.dumps(result) + "\n")
         dist.destroy_process_group()
         return
-    root = workshop.data_root()
-    images, labels = workshop.load_cifar10_tensors(root, train=True, count=args.train_images)
-    test_images, test_labels = workshop.load_cifar10_tensors(root, train=False, count=args.test_images)
+    root = data_root()
+    images, labels = load_cifar10_tensors(root, train=True, count=args.train_images)
+    test_images, test_labels = load_cifar10_tensors(root, train=False, count=args.test_images)
     images, labels = images.to(device), labels.to(device)
 
-    model = make_model(args.net, device, args.sync_bn)
+    model = make_model(args.net, device, args.sync_bn, args.seed)
     if args.by_hand:
         model = average_gradients_by_hand(model)
     else:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     plain = model.module if isinstance(model, DistributedDataParallel) else model
     # the linear scaling rule: a global batch k times the recipe's takes steps k times larger
-    recipe = dict(workshop.RECIPE, epochs=args.epochs, batch_size=args.batch_size,
-                  lr=workshop.RECIPE["lr"] * args.batch_size / workshop.RECIPE["batch_size"])
-    steps = -(-len(images) // args.batch_size)    # every image every epoch: the last batch may be smaller
-    optimizer, scheduler = workshop.make_optimizer(model, steps, recipe)
-    autocast = torch.bfloat16 if device.type == "cuda" else workshop.cpu_autocast_dtype()
+    recipe = dict(RECIPE, epochs=args.epochs, batch_size=args.batch_size,
+                  lr=RECIPE["lr"] * args.batch_size / RECIPE["batch_size"])
+    # the steps of lesson 05's epoch loop: full batches of each process's share (DistributedSampler
+    # pads the shares to equal length, so every process takes as many steps)
+    steps = -(-len(images) // world) // local
+    optimizer, scheduler = make_optimizer(model, steps, recipe)
+    autocast = torch.bfloat16 if device.type == "cuda" else cpu_autocast_dtype()
 
     config = run_config(args)
     state = resume_state(args.checkpoint, config)
@@ -238,29 +235,17 @@ def train(args):
         f"per process per step, {args.batch_size} per step in all, {steps} steps per epoch, "
         f"lr {recipe['lr']:g}")
 
-    kill = [int(k) for k in args.kill.split(":")] if args.kill else None
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     seconds, acc = 0.0, None
     for epoch in range(first, args.epochs):
-        model.train()
-        order = shard(len(images), epoch, args.seed, rank, world)
-        generator = torch.Generator().manual_seed(args.seed * 10007 + epoch * 101 + rank)
-        losses = []
-        workshop.synchronize(device)
+        drill = FaultDrill(args.kill, rank, epoch, attempt)
+        synchronize(device)
         began = time.perf_counter()
-        for step, batch in enumerate(order.split(local)):
-            if kill == [rank, epoch + 1, step] and attempt == 0:
-                print(f"rank {rank}: killing myself at epoch {epoch + 1}, step {step} (--kill)", flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)
-            batch = batch.to(device)
-            x = workshop.normalize(images[batch])
-            if not args.no_augment:
-                x = workshop.augment(x, generator)
-            losses.append(workshop.train_step(model, x, labels[batch], optimizer, scheduler,
-                                              recipe["label_smoothing"], autocast))
-        workshop.synchronize(device)
+        mean_loss = ddp_epoch(model, images, labels, optimizer, scheduler, recipe, epoch, args.seed,
+                              autocast, progress=drill, augmented=not args.no_augment)
+        synchronize(device)
         seconds += time.perf_counter() - began
-        loss = torch.tensor(sum(losses) / len(losses), device=device)
+        loss = torch.tensor(mean_loss, device=device)
         dist.all_reduce(loss)                      # the mean over processes, for the log line
         acc = evaluate(plain, test_images, test_labels, device, autocast)
         log(f"epoch {epoch + 1}/{args.epochs}: train loss {loss.item() / world:.3f}, "

@@ -1,7 +1,7 @@
 """torchrun with a deadline and one-line explanations: how lesson 08 and the tests start a job.
 
-    python ddp_launch.py [--deadline SECONDS] TORCHRUN-OPTIONS SCRIPT [SCRIPT-OPTIONS]
-    python ddp_launch.py --standalone --nproc-per-node=2 ddp_train.py --epochs 1
+    python -m workshop.launch [--deadline SECONDS] TORCHRUN-OPTIONS SCRIPT [SCRIPT-OPTIONS]
+    python -m workshop.launch --standalone --nproc-per-node=2 -m workshop.ddp_train --epochs 1
 
 It runs exactly `torchrun TORCHRUN-OPTIONS SCRIPT ...` (as `python -m torch.distributed.run`,
 so the torchrun of this Python is used), shows what the processes print, and hides torchrun's
@@ -13,12 +13,20 @@ launcher sets 60 unless you choose, and the same for the store's read_timeout.
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 
 DEFAULT_RDZV = {"join_timeout": "60", "read_timeout": "60"}
+
+
+def free_port():
+    """A TCP port on the loopback address that nothing listens on now (for a rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def with_rendezvous_limits(args):
@@ -161,7 +169,7 @@ def main(argv):
         return 0 if argv else 2
     code, _, why = run(argv, deadline)
     if why:
-        print(f"[ddp_launch] {why}", file=sys.stderr, flush=True)
+        print(f"[workshop.launch] {why}", file=sys.stderr, flush=True)
     return code
 
 

@@ -6,21 +6,18 @@ lesson, and what no lesson teaches.
     WorkshopError                a problem with a known fix, shown in a notebook as one line
     shown                        a path as lessons print it, naming no machine's folders
 
-Lessons reach these through `workshop` (which imports them from here). Only standard PyTorch
-and torchvision: the official data keeps torchvision's own checksums; the offline test copy
-(a JPEG re-encoding with its own checksums file) is verified against those first. torchvision is
-imported only where it is needed (a download, an archive, the official checksums, its dataset
-class, adjusted for a verified offline copy when it is imported): importing it takes a second or
-two, and lesson 07, lesson 08 and its training script read the offline copy without it.
+No lesson teaches this module; the lessons that call it name what they call. Only standard
+PyTorch and torchvision: the official data keeps torchvision's own checksums; the offline test
+copy (a JPEG re-encoding with its own checksums file) is verified against those. Each file is
+hashed once, and the result remembered beside it by size and modification time. torchvision is
+imported only where it is needed (a download, an archive, the official checksums): importing it
+takes a second or two, and lesson 07, lesson 08 and its training script read the data without it.
 """
 import hashlib
-import importlib.abc
-import importlib.util
 import json
 import os
 import pickle
 import socket
-import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -61,83 +58,67 @@ def official_sums():
     return dict(torchvision.datasets.CIFAR10.train_list + torchvision.datasets.CIFAR10.test_list)
 
 
+VERIFIED = ".workshop-verified.json"     # beside the batch files: what has been checked already
+
+
+def _remembered(folder):
+    try:
+        return json.loads((folder / VERIFIED).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(folder, verified):
+    """Keep {file: [size, mtime_ns, md5]} of the files that matched, so that the next process
+    (every lesson, every torchrun worker) hashes only what changed since; a folder that cannot be
+    written is simply checked again next time."""
+    try:
+        partial = folder / f".{VERIFIED}.{os.getpid()}.partial"
+        partial.write_text(json.dumps(verified, indent=1, sort_keys=True) + "\n")
+        os.replace(partial, folder / VERIFIED)
+    except OSError:
+        pass
+
+
 def _check_files(folder, sums, what):
+    """Each file in `sums` is in `folder` and has that md5, else WorkshopError says what to do.
+
+    A file is hashed once: a later check takes the remembered result while the file's size and
+    modification time are those it had when it matched."""
+    remembered = _remembered(folder)
+    verified = dict(remembered)
     for name, expected in sums.items():
         path = folder / name
         if not path.exists():
             raise WorkshopError(
                 f"{path} is missing, so the CIFAR-10 folder is incomplete ({what}). "
                 f"Delete the folder {folder} and run again to fetch a fresh copy.")
+        stat = path.stat()
+        if remembered.get(name) == [stat.st_size, stat.st_mtime_ns, expected]:
+            continue
         if md5sum(path) != expected:
+            verified.pop(name, None)
+            _remember(folder, verified)
             raise WorkshopError(
                 f"{path} is corrupted or truncated: its checksum does not match ({what}). "
                 f"Delete it, or the whole folder {folder}, and run again to fetch a fresh copy; "
                 f"offline, put the official {ARCHIVE} in {folder.parent} first.")
-
-
-# offline copies verified in this process: resolved folder -> {file name: md5}
-_VERIFIED_COPIES = {}
-
-
-def _let_torchvision_read_verified_copies():
-    """Make torchvision's CIFAR10 check a verified offline copy against that copy's own sums;
-    every other folder keeps torchvision's own check. Done now where torchvision's CIFAR10 is
-    already imported, else the moment it is: a process that never uses it never imports it."""
-    cifar = sys.modules.get("torchvision.datasets.cifar")
-    if cifar is not None:
-        _check_verified_copies_by_their_sums(cifar.CIFAR10)
-    elif not any(isinstance(finder, _WhenCifarIsImported) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _WhenCifarIsImported())
-
-
-class _WhenCifarIsImported(importlib.abc.MetaPathFinder):
-    """Finds no module itself: when torchvision.datasets.cifar is about to be imported, it steps
-    aside, lets Python find that module as usual, and adjusts CIFAR10 as soon as the module has run."""
-
-    def find_spec(self, name, path, target=None):
-        if name != "torchvision.datasets.cifar":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.loader is not None:
-            run = spec.loader.exec_module
-
-            def exec_module(module):
-                run(module)
-                _check_verified_copies_by_their_sums(module.CIFAR10)
-            spec.loader.exec_module = exec_module
-        return spec
-
-
-def _check_verified_copies_by_their_sums(cifar10):
-    from torchvision.datasets.utils import check_integrity
-    if getattr(cifar10._check_integrity, "workshop_offline_copies", False):
-        return
-    official_check = cifar10._check_integrity
-
-    def _check_integrity(dataset):
-        sums = _VERIFIED_COPIES.get(Path(dataset.root).resolve())
-        if sums is None:
-            return official_check(dataset)
-        return all(check_integrity(os.path.join(dataset.root, dataset.base_folder, name), sums[name])
-                   for name, _ in dataset.train_list + dataset.test_list)
-    _check_integrity.workshop_offline_copies = True
-    cifar10._check_integrity = _check_integrity
+        verified[name] = [stat.st_size, stat.st_mtime_ns, expected]
+    if verified != remembered:
+        _remember(folder, verified)
 
 
 def _use_local_copy(root):
-    """The offline test copy: verify it against the sums written beside it, then tell torchvision.
+    """The offline test copy: verify it against the sums written beside it.
 
     The copy's pixels are a JPEG re-encoding of CIFAR-10, so its files cannot match the official
-    checksums. After every file has matched cifar10-local-md5.json, torchvision's CIFAR10 checks
-    the files of this one folder against those sums when it loads them; every other folder,
-    official data above all, keeps torchvision's own checksums and check. Only a folder with that
-    json beside it is treated this way.
+    checksums: only a folder with cifar10-local-md5.json beside its batches is checked this way.
+    torchvision's CIFAR10 keeps its own official check, so it reads such a copy only where the
+    tests have taught it these sums (tests/offline_copy.py); the workshop's own tensor loader,
+    load_cifar10_tensors, reads it anywhere.
     """
     sums = json.loads((root / LOCAL_SUMS).read_text())
     _check_files(root / BATCHES, sums, "offline copy, checked against " + LOCAL_SUMS)
-    _VERIFIED_COPIES[Path(root).resolve()] = sums
-    _let_torchvision_read_verified_copies()
     return "offline copy (JPEG re-encoded), checksums verified"
 
 
