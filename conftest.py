@@ -8,6 +8,14 @@ Where the data comes from, first match wins:
 The tests never download. The chosen folder is exported as CIFAR10_ROOT, so the notebook
 kernels that nbval starts use it too; WORKSHOP_CHECKPOINT points lesson 05's saved model at a
 scratch file, so the tests never touch a learner's own checkpoints/.
+
+torchvision reads the offline copy only through the test adapter tests/offline_copy.py: it is
+installed here for the test process, and for every kernel the tests start through an IPython
+startup file in a scratch IPYTHONDIR. A learner's kernel never has it.
+
+How the lessons are grouped for the test command (tools/run_tests.py) is said where each lesson
+is, in its notebook metadata ("workshop": {"tests": [...]}: markers of pytest.ini), and for test
+files by their `pytestmark`.
 """
 import os
 import random
@@ -19,11 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from tests import offline_copy
+from workshop import lessons
+from workshop.data import WorkshopError, find_cifar10
+
 REPO = Path(__file__).resolve().parent
 MAKER = REPO.parent / "shared" / "cifar10" / "make_cifar10.py"
-sys.path.insert(0, str(REPO / "notebooks"))
-
-import workshop  # noqa: E402
 
 
 def pytest_configure(config):
@@ -36,18 +45,17 @@ def pytest_configure(config):
     else:
         root = REPO / "data"
     try:
-        workshop.find_cifar10(root, download=False, quiet=True)
-    except workshop.WorkshopError as err:
+        find_cifar10(root, download=False, quiet=True)
+    except WorkshopError as err:
         pytest.exit(f"The tests need CIFAR-10 and never download it: {err}", returncode=1)
     os.environ["CIFAR10_ROOT"] = str(root)
+    offline_copy.install()
+    scratch = Path(tempfile.mkdtemp(prefix="workshop-tests-"))
+    os.environ["IPYTHONDIR"] = str(offline_copy.kernel_profile(scratch))
     # lesson 05 saves a checkpoint that lesson 06 reads: in the tests, a scratch file, so that
     # running the tests never overwrites the model a learner trained
     if not os.environ.get("WORKSHOP_CHECKPOINT"):
-        scratch = Path(tempfile.mkdtemp(prefix="workshop-tests-"))
         os.environ["WORKSHOP_CHECKPOINT"] = str(scratch / "workshop_net.pt")
-    # the notebook kernels import workshop.py from notebooks/, as a learner's kernel does
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO / "notebooks"), os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture(scope="session")
@@ -55,22 +63,31 @@ def cifar10_root():
     return Path(os.environ["CIFAR10_ROOT"])
 
 
+def lesson_markers(path):
+    """The markers a lesson's notebook metadata gives its cells ("workshop": {"tests": [...]})."""
+    return lessons.read(path).get("metadata", {}).get("workshop", {}).get("tests", [])
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Re-run the lessons in a shuffled order, each in its own fresh kernel (nbval starts one per
-    notebook), to prove that none depends on another having run first. Set NOTEBOOK_ORDER_SEED
-    to repeat an order; the order used is printed in the report header."""
+    """Mark each lesson's cells as its metadata says, and re-run the lessons in a shuffled order,
+    each in its own fresh kernel (nbval starts one per notebook), to prove that none depends on
+    another having run first. Set NOTEBOOK_ORDER_SEED to repeat an order; the order used is
+    printed in the report header."""
     seed = int(os.environ.get("NOTEBOOK_ORDER_SEED") or random.SystemRandom().randrange(10**6))
-    for item in items:                       # lesson 08's cells belong to `-k distributed` too
-        if Path(str(item.fspath)).name == "08-scaling-out.ipynb":
-            item.add_marker(pytest.mark.distributed)
-    tests = [item for item in items if not str(item.fspath).endswith(".ipynb")]
-    lessons = {}
+    tests, found = [], {}
     for item in items:
-        if str(item.fspath).endswith(".ipynb"):
-            lessons.setdefault(str(item.fspath), []).append(item)
-    order = sorted(lessons)
+        path = Path(str(item.fspath))
+        if path.suffix != ".ipynb":
+            tests.append(item)
+            continue
+        if str(path) not in found:
+            found[str(path)] = (lesson_markers(path), [])
+        for name in found[str(path)][0]:
+            item.add_marker(getattr(pytest.mark, name))
+        found[str(path)][1].append(item)
+    order = sorted(found)
     random.Random(seed).shuffle(order)
-    items[:] = tests + [item for path in order for item in lessons[path]]
+    items[:] = tests + [item for path in order for item in found[path][1]]
     config._notebook_order = (seed, [Path(p).stem[:2] for p in order])
 
 

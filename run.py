@@ -10,24 +10,21 @@ Options:
     lab:
       --executed   open the executed lessons in notebooks/ (instructors) instead of the
                    attendee copies in attendee/ (outputs and solutions removed)
-      anything else goes to JupyterLab, e.g. `--ip 0.0.0.0 --port 9000` on a classroom server
+      anything else goes to JupyterLab, e.g. `--port 9000`
     test:
-      anything else goes to pytest, e.g. `python3 run.py test -k data`; without it, the lessons
-      whose numbers depend on the CPU are also re-run on a second CPU path (see README.md)
+      anything else goes to pytest, e.g. `python3 run.py test -k data`; without it,
+      tools/run_tests.py runs everything (the lessons whose numbers depend on the CPU also on a
+      second CPU path, see README.md)
 
 Standard library only, so it runs before anything is installed. Works on Linux, macOS and Windows.
 """
 import hashlib
 import json
 import os
-import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import venv
 from pathlib import Path
 
@@ -40,11 +37,6 @@ FIRST_LESSON = "00-setup-check.ipynb"
 # no "get notified about Jupyter news?" prompt and no update check over a lesson
 LAB_OVERRIDES = {"@jupyterlab/apputils-extension:notification": {"checkForUpdates": False,
                                                                   "fetchNews": "false"}}
-# lessons whose compared outputs come from floating-point training or convolutions: the test
-# command re-runs them on a second CPU path, so that stored outputs hold on every kind of CPU
-CPU_DEPENDENT = ["01-tensors", "03-cnn", "04-loss-and-optimizer", "05-training-on-cpu",
-                 "07-fast-training"]
-CHEAP = ["01-tensors", "03-cnn", "04-loss-and-optimizer"]
 
 
 def say(msg):
@@ -60,7 +52,7 @@ def ensure_venv():
     """Create .venv and install requirements.txt into it, unless it is already up to date."""
     if sys.version_info < (3, 10):
         sys.exit(f"Python {sys.version.split()[0]} is too old: install Python 3.11 and run this again.")
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    wanted = hashlib.sha256(REQUIREMENTS.read_bytes() + (REPO / "pyproject.toml").read_bytes()).hexdigest()
     py = venv_python()
     if py.exists() and STAMP.exists() and STAMP.read_text().strip() == wanted:
         return py
@@ -68,7 +60,8 @@ def ensure_venv():
         say(f"creating the environment in {VENV.name}/ (once)")
         venv.create(VENV, with_pip=True)
     say("installing the packages from requirements.txt (once; PyTorch is large, allow a few minutes)")
-    done = subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)])
+    # requirements.txt ends with `-e .`: the workshop's own package, editable, from this folder
+    done = subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], cwd=REPO)
     if done.returncode != 0:
         sys.exit("Installing the packages failed (see pip's message above). Check your internet "
                  "connection, or follow 'Running with conda' in README.md.")
@@ -78,130 +71,9 @@ def ensure_venv():
 
 # ----------------------------------------------------------------------------- test
 
-def second_cpu_path(capability, has_bfloat16, machine):
-    """(environment, lessons, description) of the second CPU path the lessons are checked on.
-
-    A CPU with AVX-512 or native bfloat16 also runs the CPU-dependent lessons as a laptop with
-    AVX2 and float32 does; an AVX2 CPU without bfloat16 (already that path) runs the cheap ones
-    on PyTorch's plain vector-free kernels. Returns None where no second path can be forced.
-    """
-    if machine.lower() not in ("x86_64", "amd64"):
-        return None
-    if capability != "AVX2" or has_bfloat16:
-        env = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "WORKSHOP_BFLOAT16": "0"}
-        return env, CPU_DEPENDENT, "AVX2 kernels and float32, as on most laptops"
-    env = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "WORKSHOP_BFLOAT16": "0"}
-    return env, CHEAP, "PyTorch's plain kernels (no AVX) and float32"
-
-
-# lessons whose checks compare timings they measure (05: its training time with the estimate it
-# printed; 06: the speed of batch sizes and of number types): they get the machine to themselves
-ALONE = ["05-training-on-cpu", "06-gpu"]
-# what mostly starts processes (torchrun jobs, JupyterLab and a browser): one run of its own
-STARTS_PROCESSES = ["tests/test_distributed.py", "tests/test_exercises.py",
-                    "tests/test_attendee_view.py", "notebooks/08-scaling-out.ipynb"]
-SIDE_BY_SIDE = 3       # pytest runs at a time: 2 cores stay busy while runs start processes
-
-
-def lesson_paths(names):
-    return [f"notebooks/{name}.ipynb" for name in names]
-
-
-def test_plan(lessons, test_files, second):
-    """The full test command as (alone, side_by_side), lists of pytest runs, each (title, pytest
-    args, extra environment). `alone` runs first, one run after the other, with the machine to
-    itself: the lessons that time themselves (ALONE). Then `side_by_side` runs SIDE_BY_SIDE at a
-    time, the next starting when one ends: the tests in tests/; the tests that mostly start
-    processes, with lesson 08; the other lessons. `second` is second_cpu_path()'s answer, or None:
-    its lessons run again on that path, those in ALONE alone, the others side by side."""
-    alone = [("lessons " + " ".join(n[:2] for n in ALONE), lesson_paths([n for n in ALONE if n in lessons]), {})]
-    tests = [f for f in test_files if f not in STARTS_PROCESSES]
-    others = [n for n in lessons if n not in ALONE and f"notebooks/{n}.ipynb" not in STARTS_PROCESSES]
-    side_by_side = [("tests", tests, {}),
-                    ("processes: " + " ".join(Path(f).stem for f in STARTS_PROCESSES), STARTS_PROCESSES, {}),
-                    ("lessons " + " ".join(n[:2] for n in others), lesson_paths(others), {})]
-    if second is not None:
-        extra, names, description = second
-        timed, rest = [n for n in names if n in ALONE], [n for n in names if n not in ALONE]
-        if timed:
-            alone.append((f"lessons {' '.join(n[:2] for n in timed)} again on {description}",
-                          lesson_paths(timed), extra))
-        side_by_side.append((f"again: lessons {' '.join(n[:2] for n in rest)} on {description}",
-                             lesson_paths(rest), extra))
-    return alone, side_by_side
-
-
-def run_pytest(py, title, args, env, tag=None):
-    """One pytest run; its lines are printed as they come (prefixed with `tag` when two runs
-    share the terminal). Returns (return code, its whole output)."""
-    say(f"{title}: pytest {' '.join(args)}")
-    proc = subprocess.Popen([str(py), "-m", "pytest", *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        print(f"[{tag}] {line}" if tag else line, end="", flush=True)
-    return proc.wait(), "".join(lines)
-
-
-def summary_line(output):
-    found = re.findall(r"^=+ (.*(?:passed|failed|error|skipped|no tests ran).*) =+$", output, flags=re.M)
-    return found[-1] if found else "no summary (see its output above)"
-
-
 def test(py, rest, env):
-    if rest:                                   # `run.py test -k data`: one plain pytest run
-        return subprocess.run([str(py), "-m", "pytest", *rest], cwd=REPO, env=env).returncode
-    probe = ("import json, platform, torch, workshop\n"
-             "print(json.dumps([torch.backends.cpu.get_cpu_capability(),"
-             " workshop.cpu_autocast_dtype() is not None, platform.machine()]))")
-    found = subprocess.run([str(py), "-c", probe], cwd=REPO, env=env, capture_output=True, text=True)
-    if found.returncode != 0:
-        print(found.stderr, file=sys.stderr)
-        return found.returncode
-    second = second_cpu_path(*json.loads(found.stdout.strip().splitlines()[-1]))
-    if second is None:
-        say("no second CPU path can be forced on this processor; the first pass is the check")
-    lessons = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]-*.ipynb"))
-    test_files = sorted(f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py"))
-    alone, side_by_side = test_plan(lessons, test_files, second)
-    # lesson 05 saves the model that lesson 06 loads, as in a learner's run; never into checkpoints/
-    scratch = Path(tempfile.mkdtemp(prefix="workshop-test-"))
-    env = dict(env, WORKSHOP_CHECKPOINT=str(scratch / "workshop_net.pt"))
-    results = []
-    for title, args, extra in alone:
-        code, output = run_pytest(py, title, args, dict(env, **extra))
-        results.append((title, code, output))
-    # the runs share the cores: one thread each for PyTorch's arithmetic, since threads that
-    # must meet at every operation wait for each other whenever another run holds a core
-    # (compared outputs do not depend on it: see "The same outputs on every CPU" in README.md)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    say(f"next, {SIDE_BY_SIDE} at a time: " + " | ".join(title for title, _, _ in side_by_side))
-    waiting = list(side_by_side)
-    lock = threading.Lock()
-
-    def worker():
-        while True:
-            with lock:
-                if not waiting:
-                    return
-                title, args, extra = waiting.pop(0)
-            code, output = run_pytest(py, title, args, dict(env, **extra), title.split()[0].rstrip(":"))
-            results.append((title, code, output))
-    threads = [threading.Thread(target=worker) for _ in range(SIDE_BY_SIDE)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    shutil.rmtree(scratch, ignore_errors=True)
-    for title, code, output in results:
-        if code != 0:                          # its failures in one piece, not between other lines
-            failures = re.search(r"^=+ (FAILURES|ERRORS) =+$.*", output, flags=re.M | re.S)
-            print(f"\n{'=' * 30} {title}: what failed\n{failures.group(0) if failures else output[-5000:]}")
-    say("summary:")
-    for title, code, output in results:
-        print(f"  {'ok    ' if code == 0 else 'FAILED'} {title}: {summary_line(output)}")
-    return max(code for _, code, _ in results)
+    """The test command, tools/run_tests.py (its docstring says what it runs), in the environment."""
+    return subprocess.run([str(py), str(REPO / "tools" / "run_tests.py"), *rest], cwd=REPO, env=env).returncode
 
 
 # ----------------------------------------------------------------------------- lab
@@ -279,14 +151,10 @@ def lab(py, rest, env):
     executed = "--executed" in rest
     rest = [a for a in rest if a != "--executed"]
     folder = "notebooks" if executed else "attendee"
-    if not executed:
-        sys.path.insert(0, str(REPO / "tools"))
-        import make_attendee_copies
-        written, kept = make_attendee_copies.refresh(quiet=True)
-        if written:
-            say(f"attendee copies written or updated: {len(written)} lessons")
-        for name in kept:
-            say(f"kept your own attendee/{name} (rename or delete it for a fresh copy)")
+    if not executed:                  # attendee/: made on the first start, refreshed, never overwritten
+        made = subprocess.run([str(py), str(REPO / "tools" / "make_attendee_copies.py")], cwd=REPO, env=env)
+        if made.returncode != 0:
+            return made.returncode
     write_lab_overrides(py, env)
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     command, url, notes = lab_command(py, rest, folder, is_root, has_display())
@@ -306,14 +174,14 @@ def main(argv):
         return 2
     command, rest = argv[0], argv[1:]
     py = Path(sys.executable) if here else ensure_venv()
-    env = dict(os.environ, PYTHONPATH=str(REPO / "notebooks"))
+    env = dict(os.environ)
     if command == "test":
         # conftest.py prepares the data (offline), so the tests never download
         return test(py, rest, env)
     # lab and data: make sure CIFAR-10 is present and verified (downloads it when missing)
-    fetch = ("import sys, workshop\n"
-             "try:\n    workshop.find_cifar10()\n"
-             "except workshop.WorkshopError as err:\n    sys.exit(f'[workshop] {err}')")
+    fetch = ("import sys\nfrom workshop.data import WorkshopError, find_cifar10\n"
+             "try:\n    find_cifar10()\n"
+             "except WorkshopError as err:\n    sys.exit(f'[workshop] {err}')")
     if subprocess.run([str(py), "-c", fetch], cwd=REPO, env=env).returncode != 0:
         return 1
     if command == "lab":

@@ -32,8 +32,11 @@ import torch.nn as nn
 import torchvision
 import torchvision.transforms as transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "notebooks"))
-import workshop  # noqa: E402
+
+import workshop.data
+import workshop.device
+import workshop.nets
+import workshop.training
 
 
 def seed_everything(seed):
@@ -53,7 +56,7 @@ def tutorial(root, epochs, n_train=50000, n_test=10000):
     testset = torchvision.datasets.CIFAR10(root=root, train=False, download=False, transform=transform)
     testset = torch.utils.data.Subset(testset, range(n_test))
     testloader = torch.utils.data.DataLoader(testset, batch_size=4, shuffle=False, num_workers=2)
-    net = workshop.TutorialNet()
+    net = workshop.nets.TutorialNet()
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
     start = time.perf_counter()
@@ -75,16 +78,16 @@ def tutorial(root, epochs, n_train=50000, n_test=10000):
 def workshop_recipe(root, epochs, n_train=50000, dtype=None, n_test=10000):
     """Lesson 05's recipe, through the same functions the lesson runs."""
     seed_everything(0)
-    recipe = dict(workshop.RECIPE, epochs=epochs)
-    train_images, train_labels = workshop.load_cifar10_tensors(root, train=True)
+    recipe = dict(workshop.training.RECIPE, epochs=epochs)
+    train_images, train_labels = workshop.data.load_cifar10_tensors(root, train=True)
     train_images, train_labels = train_images[:n_train], train_labels[:n_train]
-    test_images, test_labels = workshop.load_cifar10_tensors(root, train=False)
+    test_images, test_labels = workshop.data.load_cifar10_tensors(root, train=False)
     test_images, test_labels = test_images[:n_test], test_labels[:n_test]
     start = time.perf_counter()
-    model = workshop.WorkshopNet().to(memory_format=torch.channels_last)
-    workshop.fit(model, (train_images, train_labels), None, recipe, seed=0, autocast_dtype=dtype)
+    model = workshop.nets.WorkshopNet().to(memory_format=torch.channels_last)
+    workshop.training.fit(model, (train_images, train_labels), None, recipe, seed=0, autocast_dtype=dtype)
     seconds = time.perf_counter() - start
-    acc = workshop.accuracy(workshop.predict(model, test_images, autocast_dtype=dtype), test_labels)
+    acc = workshop.training.accuracy(workshop.training.predict(model, test_images, autocast_dtype=dtype), test_labels)
     return seconds, acc
 
 
@@ -96,7 +99,7 @@ def commit():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=workshop.RECIPE["epochs"])
+    parser.add_argument("--epochs", type=int, default=workshop.training.RECIPE["epochs"])
     parser.add_argument("--tutorial-epochs", type=int, default=2)
     parser.add_argument("--train-images", type=int, default=50000,
                         help="train on the first N images only (a quick smoke test)")
@@ -105,9 +108,9 @@ def main():
     parser.add_argument("--float32", action="store_true",
                         help="no bfloat16 autocast for the workshop's recipe, even where the CPU has it")
     args = parser.parse_args()
-    dtype = None if args.float32 else workshop.cpu_autocast_dtype()
+    dtype = None if args.float32 else workshop.device.cpu_autocast_dtype()
     n = args.train_images
-    root = workshop.find_cifar10(download=False)
+    root = workshop.data.find_cifar10(download=False)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"{platform.processor() or platform.machine()}, "
           f"{torch.backends.cpu.get_cpu_capability()} kernels, {torch.get_num_threads()} threads")

@@ -23,9 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-sys.path.insert(0, str(NOTEBOOKS))
-import ddp_launch  # noqa: E402
+import workshop.launch
 
 
 def main(argv=None):
@@ -44,8 +42,8 @@ def main(argv=None):
         env_threads = str(max(1, (os.cpu_count() or 1) // n))
         os.environ["OMP_NUM_THREADS"] = env_threads if not args.gpu else "1"
         print(f"--- {n} process(es), {os.environ['OMP_NUM_THREADS']} thread(s) each", flush=True)
-        code, _, why = ddp_launch.run(["--standalone", f"--nproc-per-node={n}",
-                                       str(NOTEBOOKS / "ddp_train.py"), *options])
+        code, _, why = workshop.launch.run(["--standalone", f"--nproc-per-node={n}",
+                                            "-m", "workshop.ddp_train", *options])
         if code != 0:
             sys.exit(f"[ddp_training] {why}")
         result = json.loads(out.read_text())

@@ -10,7 +10,7 @@ channels_last and cudnn.benchmark, and first trains once untimed so that cuDNN's
 choice and memory allocation are not counted, as the published speed-runs do. Training seconds
 run from building the model to the last step, after torch.cuda.synchronize(); the data is
 already normalised on the device. Test accuracy averages six views of each test image (mirror
-and one-pixel shifts, workshop.predict_shifted), as lesson 07 does.
+and one-pixel shifts, workshop.fast.predict_shifted), as lesson 07 does.
 
 --quick trains lesson 07's shortened CPU version (FAST_RECIPE_SHORT: 4,000 images, 2 epochs,
 1,000 test images):
@@ -46,8 +46,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "notebooks"))
-import workshop  # noqa: E402
+
+import workshop.data
+import workshop.device
+import workshop.fast
+import workshop.gpu
+import workshop.training
 
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -120,9 +124,9 @@ def ablation_runs(seeds, recipe, data, test, amp_dtype, full):
         row_recipe = dict(recipe, **switches.pop("recipe_change", {}))
         rows[name] = []
         for seed in seeds:
-            model = workshop.train_fast(*data, row_recipe, seed=seed, autocast_dtype=amp_dtype, **switches)
-            scores = workshop.predict_shifted(model, test[0], autocast_dtype=amp_dtype)
-            rows[name].append(round(workshop.accuracy(scores, test[1]), 4))
+            model = workshop.fast.train_fast(*data, row_recipe, seed=seed, autocast_dtype=amp_dtype, **switches)
+            scores = workshop.fast.predict_shifted(model, test[0], autocast_dtype=amp_dtype)
+            rows[name].append(round(workshop.training.accuracy(scores, test[1]), 4))
         print(f"ablation, {name}: {rows[name]}", flush=True)
     return rows
 
@@ -131,8 +135,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=None,
-                        help=f"default: the recipe's ({workshop.FAST_RECIPE['epochs']}; with --quick, "
-                             f"{workshop.FAST_RECIPE_SHORT['epochs']})")
+                        help=f"default: the recipe's ({workshop.fast.FAST_RECIPE['epochs']}; with --quick, "
+                             f"{workshop.fast.FAST_RECIPE_SHORT['epochs']})")
     parser.add_argument("--quick", action="store_true", help="lesson 07's shortened CPU run")
     parser.add_argument("--train-images", type=int, default=None,
                         help="train on the first N images only (a smoke test, not a measurement)")
@@ -143,8 +147,8 @@ def main():
                         help="also train lesson 07's ablation for every seed and write it to FILE (JSON)")
     args = parser.parse_args()
 
-    device, reason = workshop.pick_device()
-    recipe = workshop.FAST_RECIPE_SHORT if args.quick else workshop.FAST_RECIPE
+    device, reason = workshop.device.pick_device()
+    recipe = workshop.fast.FAST_RECIPE_SHORT if args.quick else workshop.fast.FAST_RECIPE
     recipe = dict(recipe, epochs=args.epochs or recipe["epochs"])
     n_train, n_test = (4000, 1000) if args.quick else (50000, 10000)
     n_train, n_test = args.train_images or n_train, args.test_images or n_test
@@ -152,29 +156,29 @@ def main():
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
         torch.backends.cudnn.benchmark = True
     else:
-        amp_dtype = workshop.cpu_autocast_dtype() if device.type == "cpu" else None
+        amp_dtype = workshop.device.cpu_autocast_dtype() if device.type == "cpu" else None
     print(f"device: {reason}; torch {torch.__version__}, torchvision {importlib.metadata.version('torchvision')}; "
           f"autocast {amp_dtype}; recipe {recipe}")
 
-    root = workshop.find_cifar10(download=False)
-    train_images, train_labels = workshop.load_cifar10_tensors(root, train=True)
-    test_images, test_labels = workshop.load_cifar10_tensors(root, train=False)
-    train_x = workshop.normalize(train_images[:n_train].to(device))
+    root = workshop.data.find_cifar10(download=False)
+    train_images, train_labels = workshop.data.load_cifar10_tensors(root, train=True)
+    test_images, test_labels = workshop.data.load_cifar10_tensors(root, train=False)
+    train_x = workshop.training.normalize(train_images[:n_train].to(device))
     train_y = train_labels[:n_train].to(device)
     test_images, test_labels = test_images[:n_test].to(device), test_labels[:n_test].to(device)
     raw_train = (train_images[:n_train], train_labels[:n_train])
 
     if device.type == "cuda":
-        workshop.train_fast(train_x, train_y, recipe, seed=args.seeds[0], autocast_dtype=amp_dtype)
+        workshop.fast.train_fast(train_x, train_y, recipe, seed=args.seeds[0], autocast_dtype=amp_dtype)
     accs, seconds = [], []
     for seed in args.seeds:
-        workshop.synchronize(device)
+        workshop.gpu.synchronize(device)
         start = time.perf_counter()
-        model = workshop.train_fast(train_x, train_y, recipe, seed=seed, autocast_dtype=amp_dtype)
-        workshop.synchronize(device)
+        model = workshop.fast.train_fast(train_x, train_y, recipe, seed=seed, autocast_dtype=amp_dtype)
+        workshop.gpu.synchronize(device)
         seconds.append(time.perf_counter() - start)
-        scores = workshop.predict_shifted(model, test_images, autocast_dtype=amp_dtype)
-        accs.append(workshop.accuracy(scores, test_labels))
+        scores = workshop.fast.predict_shifted(model, test_images, autocast_dtype=amp_dtype)
+        accs.append(workshop.training.accuracy(scores, test_labels))
         print(f"seed {seed}: test accuracy {accs[-1]:.4f} in {seconds[-1]:.2f} s", flush=True)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else reason
     result = {"device": name, "torch": torch.__version__, "seeds": args.seeds,

@@ -24,12 +24,11 @@ REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
 SHOTS = REPO / "build" / "screenshots"
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tools"))
 
-import build_slides  # noqa: E402
-import make_attendee_copies  # noqa: E402
-import run  # noqa: E402
+import run
+from tools import build_slides, make_attendee_copies
+
+pytestmark = pytest.mark.processes          # JupyterLab and a browser
 
 
 # ------------------------------------------------------------------ run.py lab
@@ -203,7 +202,7 @@ def lab(tmp_path_factory, chromium):
     # every cell rendered at once, so that every figure of a long lesson can be checked
     (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     (settings / "docmanager-extension" / "plugin.jupyterlab-settings").write_text('{"autosave": false}')
-    env = dict(os.environ, PYTHONPATH=str(NOTEBOOKS), JUPYTER_CONFIG_DIR=str(home / "config"),
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(home / "config"),
                JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"))
     root = home / "workshop"                       # the repository as a learner has it

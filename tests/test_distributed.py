@@ -4,7 +4,7 @@
 the keyword), whose cells check, live, what is not repeated here: DDP against the hand-written
 all-reduce, a worker killed under --max-restarts=1 resuming from the last checkpoint (which
 rank 0 wrote atomically), and a missing machine ending the rendezvous with one line within its
-timeout. Every job is started as lesson 08 starts it, through notebooks/ddp_launch.py (torchrun
+timeout. Every job is started as lesson 08 starts it, through workshop.launch (torchrun
 with a deadline), on a few thousand images.
 """
 import json
@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import ddp_launch
-import ddp_train
+import workshop.ddp_train
+import workshop.distributed
+import workshop.launch
 
-pytestmark = pytest.mark.distributed
-SCRIPT = str(Path(ddp_train.__file__))
+pytestmark = [pytest.mark.distributed, pytest.mark.processes]
+SCRIPT = ["-m", "workshop.ddp_train"]        # as lesson 08 starts it
 QUICK = ["--epochs", "1", "--train-images", "1024", "--test-images", "500"]
 
 
@@ -31,11 +32,11 @@ def launch(tmp_path, torchrun, script_args, name, deadline=240, checkpoint=None)
     return (returncode, printed output, explanation followed by the processes' own error
     messages, its JSON result or None)."""
     out = tmp_path / f"{name}.json"
-    code, printed, why = ddp_launch.run(
-        [*torchrun, SCRIPT, *script_args, "--out", str(out),
+    code, printed, why = workshop.launch.run(
+        [*torchrun, *SCRIPT, *script_args, "--out", str(out),
          "--checkpoint", str(tmp_path / (checkpoint or f"{name}.pt"))], deadline=deadline, echo=False)
     if code != 0:
-        why = f"{why}\n{ddp_launch.last_errors}"
+        why = f"{why}\n{workshop.launch.last_errors}"
     return code, printed, why, json.loads(out.read_text()) if out.exists() else None
 
 
@@ -52,7 +53,7 @@ def test_distributed_two_processes_match_one(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKSHOP_BFLOAT16", "0")
     same = [*QUICK, "--net", "tutorial", "--no-augment", "--batch-size", "64"]
     # 1 process: the same script without torchrun (a group of one)
-    alone = subprocess.run([sys.executable, SCRIPT, *same, "--out", str(tmp_path / "one.json"),
+    alone = subprocess.run([sys.executable, *SCRIPT, *same, "--out", str(tmp_path / "one.json"),
                             "--checkpoint", str(tmp_path / "one.pt")], capture_output=True, text=True,
                            timeout=240)
     assert alone.returncode == 0, alone.stderr[-2000:]
@@ -62,7 +63,7 @@ def test_distributed_two_processes_match_one(tmp_path, monkeypatch):
     assert two[3]["world_size"] == 2 and two[3]["backend"] == "gloo"
     a, b = weights(tmp_path / "one.pt"), weights(tmp_path / "two.pt")
     assert a.keys() == b.keys()
-    moved = max((a[k] - ddp_train.make_model("tutorial", torch.device("cpu"), False).state_dict()[k])
+    moved = max((a[k] - workshop.ddp_train.make_model("tutorial", torch.device("cpu"), False).state_dict()[k])
                 .abs().max().item() for k in a)
     assert moved > 1e-3                               # training did change the weights ...
     for k in a:                                       # ... and identically, up to rounding
@@ -70,34 +71,37 @@ def test_distributed_two_processes_match_one(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("world", [2, 4, 8])
-def test_distributed_sampler_visits_every_image_once(world):
-    n = 50_000
-    local = 256 // world
+def test_distributed_sampler_gives_every_process_its_own_images(world):
+    """Each process's share, batched as lesson 05's train_epoch batches its `order` (full batches
+    only), takes as many steps as every other; no image is in two batches of an epoch, fewer than
+    one global batch are left out, and the next epoch deals a new order."""
+    n, local = 50_000, 256 // world
     for epoch in (0, 1):
-        shards = [ddp_train.shard(n, epoch, 0, rank, world) for rank in range(world)]
+        shards = [workshop.distributed.shard(n, epoch, 0, rank, world) for rank in range(world)]
         assert len({len(s) for s in shards}) == 1                    # every process takes as many steps
-        seen = torch.cat([b for s in shards for b in s.split(local)])  # the batches the script trains on
-        assert torch.equal(seen.sort().values, torch.arange(n))      # every image exactly once
-    first = ddp_train.shard(n, 0, 0, 0, world)
-    assert not torch.equal(first, ddp_train.shard(n, 1, 0, 0, world))  # set_epoch: a new order
+        batches = [s[start:start + local] for s in shards for start in range(0, len(s) - local + 1, local)]
+        seen = torch.cat(batches)
+        assert len(seen.unique()) == len(seen) and n - len(seen) < 256   # each image at most once
+    first = workshop.distributed.shard(n, 0, 0, 0, world)
+    assert not torch.equal(first, workshop.distributed.shard(n, 1, 0, 0, world))  # set_epoch: a new order
 
 
 def test_distributed_checkpoint_is_never_half_written(tmp_path, monkeypatch):
     path = tmp_path / "c.pt"
-    ddp_train.save_atomically({"epoch": 1}, path)
+    workshop.distributed.save_atomically({"epoch": 1}, path)
 
     def crash(state, f):                     # a process killed in the middle of writing
         Path(f).write_bytes(b"PK\x03\x04 half a zip file")
         raise KeyboardInterrupt
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        ddp_train.save_atomically({"epoch": 2}, path)
+        workshop.distributed.save_atomically({"epoch": 2}, path)
     assert torch.load(path, weights_only=False) == {"epoch": 1}      # the last whole checkpoint survives
 
 
 def test_distributed_two_nodes_on_localhost(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    port = ddp_train.free_port()
+    port = workshop.launch.free_port()
     results = {}
 
     def node(i):
@@ -133,8 +137,18 @@ def test_distributed_port_taken_fails_within_deadline(tmp_path):
 
 
 def test_distributed_launcher_limits_every_rendezvous():
-    limited = ddp_launch.with_rendezvous_limits(["--nnodes=2", "--rdzv-endpoint=h:1", "x.py"])
+    limited = workshop.launch.with_rendezvous_limits(["--nnodes=2", "--rdzv-endpoint=h:1", "x.py"])
     assert limited[0] == "--rdzv-conf=join_timeout=60,read_timeout=60"
-    mine = ddp_launch.with_rendezvous_limits(["--rdzv-endpoint", "h:1", "--rdzv-conf", "join_timeout=5", "x.py"])
+    mine = workshop.launch.with_rendezvous_limits(["--rdzv-endpoint", "h:1", "--rdzv-conf", "join_timeout=5", "x.py"])
     assert mine[3] == "join_timeout=5,read_timeout=60"
-    assert ddp_launch.with_rendezvous_limits(["--standalone", "x.py"]) == ["--standalone", "x.py"]
+    assert workshop.launch.with_rendezvous_limits(["--standalone", "x.py"]) == ["--standalone", "x.py"]
+
+
+def test_distributed_seed_sets_the_starting_weights():
+    """--seed chooses the starting weights too (the same on every process of a run)."""
+    def start(seed):
+        return workshop.ddp_train.make_model("tutorial", torch.device("cpu"), False, seed).state_dict()
+    zero, one, again = start(0), start(1), start(1)
+    assert not torch.equal(zero["conv1.weight"], one["conv1.weight"])
+    assert all(torch.equal(one[k], again[k]) for k in one)
+    assert "seed" in workshop.ddp_train.run_config(workshop.ddp_train.options(["--seed", "3"]))

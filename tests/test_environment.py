@@ -6,15 +6,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def pins_in_requirements():
+OWN_PACKAGE = "-e ."                  # the workshop's package itself, installed editable
+
+
+def requirement_lines():
     lines = (REPO / "requirements.txt").read_text().splitlines()
     return sorted(l.strip() for l in lines if l.strip() and not l.lstrip().startswith("#"))
 
 
-def pins_in_environment():
+def pins_in_requirements():
+    return [l for l in requirement_lines() if l != OWN_PACKAGE]
+
+
+def environment_lines():
     text = (REPO / "environment.yml").read_text()
     pip_section = text.split("- pip:", 1)[1]
-    return sorted(re.findall(r"^\s+-\s+(\S+==\S+)\s*$", pip_section, flags=re.M))
+    return sorted(re.findall(r"^\s+-\s+(\S.*?)\s*$", pip_section, flags=re.M))
 
 
 def test_requirements_are_all_pinned():
@@ -25,8 +32,14 @@ def test_requirements_are_all_pinned():
 
 
 def test_environment_yml_matches_requirements():
-    assert pins_in_environment() == pins_in_requirements(), (
+    assert environment_lines() == requirement_lines(), (
         "environment.yml's pip section and requirements.txt differ; change both together")
+
+
+def test_both_install_the_workshop_package_editable():
+    assert OWN_PACKAGE in requirement_lines() and OWN_PACKAGE in environment_lines()
+    from importlib.metadata import distribution
+    assert distribution("workshop").read_text("direct_url.json") is not None, "install it with pip -e"
 
 
 def test_environment_yml_uses_conda_forge_and_python_311():

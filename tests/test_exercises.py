@@ -6,26 +6,25 @@ whose point is a second run with something changed. Solutions that are about tim
 learner's own machine (lesson 02 exercise 3, lesson 08 exercise 1) or that retrain for minutes
 (lesson 05 exercises 2 and 3, whose loss claim a unit test checks) are not repeated here.
 """
-import json
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
-import ddp_train
-import test_distributed
-import workshop
+import workshop.data
+import workshop.ddp_train
+import workshop.fast
+from tests import test_distributed
+from workshop import lessons
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+pytestmark = pytest.mark.processes          # lesson 08's exercises start torchrun jobs
 
 
 def cell_sources(lesson):
-    nb = json.loads((NOTEBOOKS / f"{lesson}.ipynb").read_text())
-    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    return [lessons.source(c) for c in lessons.code(lessons.NOTEBOOKS / f"{lesson}.ipynb")]
 
 
 def test_lesson_00_exercise_2_an_empty_folder_set_in_the_kernel(tmp_path, monkeypatch):
@@ -36,8 +35,8 @@ def test_lesson_00_exercise_2_an_empty_folder_set_in_the_kernel(tmp_path, monkey
         urllib.error.URLError("network is off")))
     monkeypatch.setenv("CIFAR10_ROOT", str(empty))
     data_cell = next(s for s in cell_sources("00-setup-check") if "find_cifar10()" in s)
-    with pytest.raises(workshop.WorkshopError) as err:
-        exec(data_cell, {"workshop": workshop})
+    with pytest.raises(workshop.data.WorkshopError) as err:
+        exec(data_cell, {"find_cifar10": workshop.data.find_cifar10})
     message = str(err.value)
     assert "could not be downloaded" in message and "cifar-10-python.tar.gz" in message
     assert "CIFAR10_ROOT" in message
@@ -52,10 +51,21 @@ def test_lesson_01_exercise_3_the_mean_broadcasts_as_3_1_1():
         batch - channel_mean
 
 
-def test_lesson_03_exercise_2_stride_2_halves_the_image():
-    images = torch.rand(4, 3, 32, 32)
-    assert tuple(nn.Conv2d(3, 8, 3, stride=2, padding=1)(images).shape) == (4, 8, 16, 16)
-    assert (32 + 2 - 3) // 2 + 1 == 16
+def output_size(size, kernel, padding, stride):
+    """Lesson 03's formula for a convolution's output height (and width)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+@pytest.mark.parametrize("size, kernel, padding, stride", [(32, 3, 1, 2), (32, 3, 1, 1), (32, 5, 0, 1),
+                                                           (28, 5, 0, 1), (16, 3, 1, 2), (31, 2, 0, 3)])
+def test_lesson_03_exercise_2_the_formula_predicts_the_shape(size, kernel, padding, stride):
+    """The solution's arithmetic is lesson 03's formula, and the formula is what PyTorch computes
+    (stride 2 with padding 1 halves a 32-pixel image: the exercise's case, the first row)."""
+    images = torch.rand(2, 3, size, size)
+    out = nn.Conv2d(3, 8, kernel, stride=stride, padding=padding)(images)
+    assert tuple(out.shape) == (2, 8, *(2 * [output_size(size, kernel, padding, stride)]))
+    if (size, kernel, padding, stride) == (32, 3, 1, 2):
+        assert out.shape[-1] == 16
 
 
 def test_lesson_07_exercise_2_the_runs_train_the_recipe_set_before_them():
@@ -66,12 +76,12 @@ def test_lesson_07_exercise_2_the_runs_train_the_recipe_set_before_them():
     timed = next(s for s in cells if "def timed_run" in s)
     runs = next(s for s in cells if "runs = [timed_run(seed, recipe)" in s)
     trained = []
-    namespace = dict(torch=torch, workshop=workshop, time=time, np=__import__("numpy"), FULL=False,
+    namespace = dict(torch=torch, synchronize=lambda device: None, time=time, np=__import__("numpy"), FULL=False,
                      device=torch.device("cpu"), train_x=None, train_y=None, SEEDS=[0, 1],
-                     recipe=workshop.FAST_RECIPE_SHORT, evaluate=lambda model: 0.5,
+                     recipe=workshop.fast.FAST_RECIPE_SHORT, evaluate=lambda model: 0.5,
                      train_fast=lambda x, y, recipe, seed, dtype, **switches: trained.append((seed, recipe)))
     exec(timed, namespace)
-    namespace["recipe"] = dict(workshop.FAST_RECIPE_SHORT, epochs=1)   # the exercise's edit
+    namespace["recipe"] = dict(workshop.fast.FAST_RECIPE_SHORT, epochs=1)   # the exercise's edit
     exec(runs, namespace)
     assert [(seed, recipe["epochs"]) for seed, recipe in trained] == [(0, 1), (1, 1)]
 
@@ -110,6 +120,6 @@ def test_lesson_08_exercise_4_without_restarts_the_job_stops_and_says_so(tmp_pat
     assert code != 0
     assert why.startswith("The training processes failed: rank 1 (exit code -9)")
     same = [*call, "--checkpoint", str(tmp_path / "c.pt")]           # as launch() passes it
-    again = ddp_train.run_config(ddp_train.options(same))
-    assert again == ddp_train.run_config(ddp_train.options([*same, "--kill", "1:2:3"]))
-    assert ddp_train.resume_state(tmp_path / "c.pt", again)["epoch"] == 1
+    again = workshop.ddp_train.run_config(workshop.ddp_train.options(same))
+    assert again == workshop.ddp_train.run_config(workshop.ddp_train.options([*same, "--kill", "1:2:3"]))
+    assert workshop.ddp_train.resume_state(tmp_path / "c.pt", again)["epoch"] == 1

@@ -4,22 +4,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import workshop
+import workshop.data
+import workshop.nets
+import workshop.training
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def batches(n=2048, size=256):
-    images, labels = workshop.load_cifar10_tensors(workshop.data_root(), train=True)
-    x, y = workshop.normalize(images[:n].cuda()), labels[:n].cuda()
+    images, labels = workshop.data.load_cifar10_tensors(workshop.data.data_root(), train=True)
+    x, y = workshop.training.normalize(images[:n].cuda()), labels[:n].cuda()
     return [(x[i:i + size], y[i:i + size]) for i in range(0, n, size)]
 
 
 def test_float16_with_a_grad_scaler_trains():
     """Lesson 06's float16 path: the scaler keeps small gradients from vanishing, and the loss falls."""
     torch.manual_seed(0)
-    model = workshop.WorkshopNet().cuda().to(memory_format=torch.channels_last)
+    model = workshop.nets.WorkshopNet().cuda().to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scaler = torch.amp.GradScaler("cuda")
     losses = []
@@ -39,7 +41,7 @@ def test_float16_with_a_grad_scaler_trains():
 
 def test_torch_compile_gives_the_eager_scores_and_trains():
     torch.manual_seed(0)
-    model = workshop.WorkshopNet().cuda().eval()
+    model = workshop.nets.WorkshopNet().cuda().eval()
     compiled = torch.compile(model)
     x = torch.randn(64, 3, 32, 32, device="cuda")
     with torch.no_grad():
@@ -55,15 +57,15 @@ def test_torch_compile_gives_the_eager_scores_and_trains():
 
 def test_gpu_and_cpu_reach_the_same_accuracy():
     """The same recipe and seed on both devices: test accuracies within 2 points."""
-    images, labels = workshop.load_cifar10_tensors(workshop.data_root(), train=True)
-    test_images, test_labels = workshop.load_cifar10_tensors(workshop.data_root(), train=False)
-    recipe = dict(workshop.RECIPE, epochs=2)
+    images, labels = workshop.data.load_cifar10_tensors(workshop.data.data_root(), train=True)
+    test_images, test_labels = workshop.data.load_cifar10_tensors(workshop.data.data_root(), train=False)
+    recipe = dict(workshop.training.RECIPE, epochs=2)
     accs = {}
     for device in ("cpu", "cuda"):
         torch.manual_seed(0)
-        model = workshop.WorkshopNet().to(device, memory_format=torch.channels_last)
+        model = workshop.nets.WorkshopNet().to(device, memory_format=torch.channels_last)
         data = (images[:20000].to(device), labels[:20000].to(device))
-        workshop.fit(model, data, None, recipe, seed=0)
-        accs[device] = workshop.accuracy(workshop.predict(model, test_images.to(device)), test_labels)
+        workshop.training.fit(model, data, None, recipe, seed=0)
+        accs[device] = workshop.training.accuracy(workshop.training.predict(model, test_images.to(device)), test_labels)
     assert accs["cuda"] > 0.5, accs
     assert abs(accs["cuda"] - accs["cpu"]) <= 0.02, accs

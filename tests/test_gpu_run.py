@@ -12,11 +12,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-import gpu_run  # noqa: E402
-import gpu_training  # noqa: E402
+from benchmarks import gpu_training
+from tools import gpu_run
 
 
 def test_gpu_run_dry_run_rehearses_every_step(tmp_path, cifar10_root):
@@ -50,27 +48,33 @@ def test_gpu_run_without_cuda_says_to_rehearse(monkeypatch):
     assert "no CUDA GPU here" in str(stopped.value) and "rehearse with --dry-run" in str(stopped.value)
 
 
-def code(source):
-    return {"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
+def test_a_gpu_test_run_that_collects_nothing_fails():
+    """pytest's exit 5 (no test collected) checked nothing: the step must not pass."""
+    passed, counts, summary = gpu_run.run_gpu_tests("gpu and no_such_marker")
+    assert not passed and counts.get("passed", 0) == 0, summary
 
 
-def test_the_lesson_executor_stores_what_jupyter_shows():
-    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# title"},
-                    code("x = 6 * 7\nprint('x is', x)\nprint('again')\nx"),
-                    code("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"),
-                    code("import sys\nprint('careful', file=sys.stderr)\nNone"),
-                    code("raise ValueError('stop here')"),
-                    code("print('never')")], "metadata": {}}
-    assert gpu_run.execute_cells(nb) == 4
-    first, figure, warned, failed, never = (c for c in nb["cells"][1:])
-    assert [c["execution_count"] for c in (first, figure, warned, failed)] == [1, 2, 3, 4]
-    assert first["outputs"] == [
-        {"output_type": "stream", "name": "stdout", "text": "x is 42\nagain\n"},
-        {"output_type": "execute_result", "execution_count": 1, "metadata": {}, "data": {"text/plain": "42"}}]
-    assert figure["outputs"][0]["data"]["text/plain"].startswith("<Figure size")
-    assert len(figure["outputs"]) == 1 and figure["outputs"][0]["data"]["image/png"]
-    assert warned["outputs"] == [{"output_type": "stream", "name": "stderr", "text": "careful\n"}]
-    assert failed["outputs"][0]["ename"] == "ValueError" and never["outputs"] == []
+def test_the_lesson_executor_stores_what_jupyter_shows(tmp_path):
+    """gpu_run executes lessons with the workshop's one executor: a fresh kernel, prints, the
+    value of a last expression, figures, and a stop at the first error."""
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# title"),
+        nbformat.v4.new_code_cell("x = 6 * 7\nprint('x is', x)\nprint('again')\nx"),
+        nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"),
+        nbformat.v4.new_code_cell("raise ValueError('stop here')"),
+        nbformat.v4.new_code_cell("print('never')")])
+    nbformat.write(nb, str(tmp_path / "lesson.ipynb"))
+    ok, _, message = gpu_run.execute_lesson(tmp_path / "lesson.ipynb", tmp_path / "out.ipynb", timeout=120)
+    assert not ok and "ValueError" in message and "stop here" in message
+    nb.cells = nb.cells[:3]
+    nbformat.write(nb, str(tmp_path / "lesson.ipynb"))
+    ok, _, message = gpu_run.execute_lesson(tmp_path / "lesson.ipynb", tmp_path / "out.ipynb", timeout=120)
+    assert ok and message == "2 cells ran"
+    first, figure = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4).cells[1:]
+    assert [o["output_type"] for o in first.outputs] == ["stream", "execute_result"]
+    assert first.outputs[0]["text"] == "x is 42\nagain\n" and first.outputs[1]["data"]["text/plain"] == "42"
+    assert figure.outputs[-1]["data"]["image/png"]
 
 
 def test_airbench_cache_has_the_layout_its_loader_reads(tmp_path):

@@ -3,41 +3,26 @@
 nbval (see pytest.ini) re-executes every notebook; these tests read the stored files.
 """
 import ast
-import inspect
 import json
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-import cifar10_data
-import workshop
+import workshop.fast
+from benchmarks import gpu_training
+from tools import export_lessons, make_navigation
+from workshop.lessons import NOTEBOOKS, cells, lesson_paths, markdown, source, tags
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+LESSONS = lesson_paths()
 EXPECTED = ["00-setup-check", "01-tensors", "02-data", "03-cnn", "04-loss-and-optimizer",
             "05-training-on-cpu", "06-gpu", "07-fast-training", "08-scaling-out"]
-ALLOWED_TAGS = {"nbval-ignore-output", "nbval-skip", "nbval-raises-exception"}
+ALLOWED_TAGS = {"nbval-ignore-output", "nbval-skip", "nbval-raises-exception", export_lessons.TAG}
+COMPARE_TAGS = ALLOWED_TAGS - {export_lessons.TAG}       # tags that change what nbval compares
 MAX_LINES = 15
-
-
-def cells(path):
-    return json.loads(path.read_text())["cells"]
-
-
-def source(cell):
-    return "".join(cell["source"])
 
 
 def code_lines(cell):
     return [l for l in source(cell).splitlines() if l.strip()]
-
-
-def tags(cell):
-    return set(cell.get("metadata", {}).get("tags", []))
 
 
 def ids(paths):
@@ -46,8 +31,8 @@ def ids(paths):
 
 def test_the_lessons_are_the_planned_ones():
     present = [p.stem for p in LESSONS]
-    assert present == [name for name in EXPECTED if name in present], "lessons out of order"
-    assert present[:6] == EXPECTED[:6], f"missing lessons: {sorted(set(EXPECTED[:6]) - set(present))}"
+    assert present == EXPECTED, (f"missing: {sorted(set(EXPECTED) - set(present))}, "
+                                 f"unplanned: {sorted(set(present) - set(EXPECTED))}, in order: {present}")
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=ids(LESSONS))
@@ -99,16 +84,16 @@ def test_varying_cells_are_tagged_sparingly_and_followed_by_a_check(path):
         assert tags(cell) <= ALLOWED_TAGS, f"unknown tags {tags(cell)}"
         if "nbval-ignore-output" not in tags(cell) or i + 1 == len(code):
             continue
-        assert not tags(code[i + 1]), f"code cell {i} is unchecked and so is the one after it"
+        assert not tags(code[i + 1]) & COMPARE_TAGS, f"code cell {i} is unchecked and so is the one after it"
         live = names(source(cell), ast.Store) - {"_"}
         for later in code[i + 1:]:
-            if not tags(later) and names(source(later), ast.Load) & live:
+            if not tags(later) & COMPARE_TAGS and names(source(later), ast.Load) & live:
                 break
             live -= names(source(later), ast.Store)          # overwritten: no longer its result
         else:
             pytest.fail(f"code cell {i} ({source(cell).splitlines()[0][:60]}): no compared cell "
                         f"after it reads what it produced")
-    ignored = sum(1 for c in code if tags(c))
+    ignored = sum(1 for c in code if tags(c) & COMPARE_TAGS)
     assert ignored <= len(code) // 3, f"{ignored} of {len(code)} cells are not compared"
 
 
@@ -143,100 +128,85 @@ def test_pytest_never_falls_back_to_lax_mode():
     assert "--nbval" in config and "lax" not in config
 
 
-# ------------------------------------------------------------ the lessons' code is the module's
+# ------------------------------------------------------------ the lessons' code is the package's
 
-def definitions(path):
-    """{name: ast of the function or class} for every top-level definition in the lesson."""
+def test_the_package_is_made_from_the_lessons():
+    """Every taught module of workshop/ is, byte for byte, what its lesson's exported cells give."""
+    assert export_lessons.main(["--check"]) == 0, "run: python tools/export_lessons.py"
+
+
+def test_a_definition_changed_in_one_place_only_fails_the_check(tmp_path, monkeypatch):
+    """The check fails on a changed constant or function in a lesson (the module not re-made),
+    and on a module edited by hand; it passes again once the module is re-made."""
+    lesson = NOTEBOOKS / "05-training-on-cpu.ipynb"
+    nb = json.loads(lesson.read_text())
+    for cell in nb["cells"]:
+        if export_lessons.TAG in tags(cell) and source(cell).startswith("RECIPE = dict("):
+            cell["source"] = source(cell).replace("epochs=6,", "epochs=7,")
+    copy = tmp_path / "notebooks" / lesson.name
+    copy.parent.mkdir()
+    copy.write_text(json.dumps(nb))
+    package = tmp_path / "workshop"
+    package.mkdir()
+    for path in export_lessons.expected_modules():
+        (package / path.name).write_text(path.read_text())
+    monkeypatch.setattr(export_lessons, "PACKAGE", package)
+    monkeypatch.setattr(export_lessons.lessons, "lesson_paths", lambda: [copy])
+    assert export_lessons.main(["--check"]) == 1                   # lesson edited, module not
+    assert export_lessons.main([]) == 0 and export_lessons.main(["--check"]) == 0
+    assert "epochs=7," in (package / "training.py").read_text()
+    text = (package / "training.py").read_text().replace("F.cross_entropy(", "F.nll_loss(")
+    (package / "training.py").write_text(text)
+    assert export_lessons.main(["--check"]) == 1                   # module edited by hand
+
+
+IMPORTS = re.compile(r"^from (workshop\.\w+) import (.+)$", re.M)
+
+
+def exported_by_lesson():
+    """{name: lesson} for every name that a lesson exports to the package."""
     found = {}
-    for cell in cells(path):
-        if cell["cell_type"] != "code":
-            continue
-        for node in ast.parse(source(cell).replace("workshop.", "")).body:
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-                found[node.name] = node
-    return found
-
-
-def without_docstrings(node):
-    for n in ast.walk(node):
-        if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.body and isinstance(n.body[0], ast.Expr) \
-                and isinstance(n.body[0].value, ast.Constant) and isinstance(n.body[0].value.value, str):
-            n.body = n.body[1:]
-    return ast.dump(node, annotate_fields=False)
-
-
-# What the module offers without a lesson writing it out: data location and checks (all of
-# cifar10_data.py, which workshop imports), device and CPU facts, loading a checkpoint. A lesson
-# that calls one introduces it by name in its prose.
-TOOLS = {"pick_device", "cpu_autocast_dtype", "cpu_path", "load_checkpoint",
-         "WorkshopError", "data_root", "find_cifar10", "shown", "load_cifar10_tensors"}
-
-
-def module_definitions():
-    """{name: ast} of every public function and class that workshop.py defines."""
-    return {name: ast.parse(inspect.getsource(obj)).body[0]
-            for name, obj in vars(workshop).items()
-            if not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
-            and obj.__module__ == "workshop"}
-
-
-def taught():
-    """{name: lesson} for every module definition that a lesson writes out."""
-    found = {}
-    module = module_definitions()
     for path in LESSONS:
-        for name in definitions(path):
-            if name in module:
-                assert name not in found, f"{name} is written out in {found[name]} and {path.stem}"
-                found[name] = path.stem
+        if path.stem in export_lessons.MODULES:
+            for _, node, _ in export_lessons.exported(path):
+                for name in export_lessons.defined_names(node):
+                    assert name not in found, f"{name} is exported by {found[name]} and {path.stem}"
+                    found[name] = path.stem
     return found
-
-
-def test_every_definition_has_one_source():
-    """Each public function or class of workshop.py is written out in exactly one lesson (and is
-    identical there: the next test), or is one of the listed tools; no name is both."""
-    module, lessons = module_definitions(), taught()
-    untaught = set(module) - set(lessons) - TOOLS
-    assert not untaught, f"in workshop.py but in no lesson and not a listed tool: {sorted(untaught)}"
-    assert not set(lessons) & TOOLS, f"listed as tools but written out in a lesson: {set(lessons) & TOOLS}"
-    assert TOOLS <= set(vars(workshop)), f"listed tools missing from workshop: {TOOLS - set(vars(workshop))}"
-    data = {n for n, o in vars(cifar10_data).items() if not n.startswith("_") and callable(o)
-            and getattr(o, "__module__", None) == "cifar10_data"}
-    written = {name for path in LESSONS for name in definitions(path)}
-    assert not data & written, f"written out in a lesson but kept in cifar10_data.py: {data & written}"
-
-
-@pytest.mark.parametrize("name", sorted(set(module_definitions()) - TOOLS))
-def test_lesson_code_is_the_module_code(name):
-    """What the lesson writes out is, statement for statement, what workshop.py runs."""
-    lesson = taught().get(name)
-    assert lesson is not None, f"no lesson writes out {name}"
-    in_lesson = definitions(NOTEBOOKS / f"{lesson}.ipynb")[name]
-    in_module = module_definitions()[name]
-    assert without_docstrings(in_lesson) == without_docstrings(in_module), (
-        f"{name} in {lesson} differs from workshop.{name}: change both together")
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=ids(LESSONS))
-def test_module_calls_were_taught_or_are_introduced(path):
-    """A lesson calls workshop.NAME only for what an earlier lesson wrote out, or for a listed
-    tool that its own prose names."""
-    lessons = taught()
-    prose = "\n".join(source(c) for c in cells(path) if c["cell_type"] == "markdown")
-    code = "\n".join(source(c) for c in cells(path) if c["cell_type"] == "code")
-    for name in sorted(set(re.findall(r"workshop\.([a-z_][a-z0-9_]*)\(", code))):
-        if name in TOOLS:
-            assert f"workshop.{name}" in prose, f"{path.stem} calls workshop.{name} without introducing it"
-        else:
-            assert name in lessons and lessons[name] < path.stem, (
-                f"{path.stem} calls workshop.{name}, which no earlier lesson writes out")
+def test_imports_from_the_package_were_taught_or_are_introduced(path):
+    """A lesson imports from a taught module only what an earlier lesson wrote out, and from
+    the other modules (data, device, checkpoints, launch) only what its prose names."""
+    taught = exported_by_lesson()
+    generated = {f"workshop.{module}" for module, _ in export_lessons.MODULES.values()}
+    prose = markdown(path)
+    for cell in cells(path):
+        if cell["cell_type"] != "code":
+            continue
+        for module, names in IMPORTS.findall(source(cell)):
+            for name in (n.strip() for n in names.split(",")):
+                if module in generated:
+                    assert taught.get(name, "99") < path.stem, (
+                        f"{path.stem} imports {name} from {module}, which no earlier lesson writes out")
+                else:
+                    assert name in prose, f"{path.stem} imports {name} from {module} without naming it"
+
+
+def test_no_lesson_defines_what_it_imports():
+    for path in LESSONS:
+        code = "\n".join(source(c) for c in cells(path) if c["cell_type"] == "code")
+        imported = {n.strip() for _, names in IMPORTS.findall(code) for n in names.split(",")}
+        defined = {name for _, node, _ in (export_lessons.exported(path) if path.stem in export_lessons.MODULES else [])
+                   for name in export_lessons.defined_names(node)}
+        assert not imported & defined, f"{path.stem} both imports and defines {imported & defined}"
 
 
 # ------------------------------------------------------------ what the reader sees holds
 
 def test_navigation_is_generated():
     """tools/make_navigation.py writes every lesson's navigation; nothing is edited by hand."""
-    import make_navigation
     assert make_navigation.update(write=False) == [], "run: python tools/make_navigation.py"
 
 
@@ -308,12 +278,31 @@ def test_times_agree_between_lessons_readme_and_instructors():
 RESULTS = NOTEBOOKS.parent / "results"
 
 
-def test_the_ablation_rows_are_the_lessons():
-    """The benchmark that measures lesson 07's ablation at full length switches off what the lesson does."""
-    sys.path.insert(0, str(NOTEBOOKS.parent / "benchmarks"))
-    import gpu_training
+def lesson_ablation():
+    """Lesson 07's `switched_off` rows, evaluated: {row: the arguments its run passes}."""
     cell = next(source(c) for c in cells(NOTEBOOKS / "07-fast-training.ipynb") if "switched_off = {" in source(c))
-    assert re.findall(r'"(no [^"]+)":', cell) == list(gpu_training.ABLATION)
+    node = next(n for n in ast.parse(cell).body if isinstance(n, ast.Assign) and n.targets[0].id == "switched_off")
+    base = dict(workshop.fast.FAST_RECIPE)
+    return eval(compile(ast.Expression(node.value), "lesson 07", "eval"), {"dict": dict, "recipe": base})
+
+
+def what_is_switched_off(row, recipe_key):
+    """(the training switches, the recipe settings changed from lesson 07's recipe) of one row."""
+    row, base = dict(row), workshop.fast.FAST_RECIPE
+    changed = row.pop(recipe_key, None)
+    if recipe_key == "recipe":
+        changed = {k: v for k, v in (changed or base).items() if base.get(k) != v}
+    return row, changed or {}
+
+
+def test_the_ablation_rows_are_the_lessons():
+    """The benchmark that measures lesson 07's ablation at full length switches off what the
+    lesson does, row by row: the same training switches and the same recipe changes."""
+    lesson = lesson_ablation()
+    assert list(lesson) == list(gpu_training.ABLATION)
+    for name, row in lesson.items():
+        assert what_is_switched_off(row, "recipe") == what_is_switched_off(
+            gpu_training.ABLATION[name], "recipe_change"), f"{name}: the benchmark switches off something else"
 
 
 def test_stored_ablations_show_that_every_ingredient_helps():

@@ -17,10 +17,9 @@ from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-sys.path.insert(0, str(REPO / "tools"))
 
-import build_slides  # noqa: E402
-import make_attendee_copies  # noqa: E402
+import workshop.data
+from tools import build_slides, make_attendee_copies
 
 
 def outputs_text(cell):
@@ -96,8 +95,8 @@ def test_lesson_06_carries_on_without_a_good_checkpoint(tmp_path, problem, monke
     i = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "load_checkpoint" in c.source)
     j = next(k for k in range(i + 1, len(nb.cells)) if nb.cells[k].cell_type == "code")
     setup = nbformat.v4.new_code_cell("import torch, workshop\n"
-                                      "DATA_ROOT = workshop.find_cifar10(quiet=True)\n"
-                                      "test_images, test_labels = workshop.load_cifar10_tensors(DATA_ROOT, train=False)")
+                                      "DATA_ROOT = workshop.data.find_cifar10(quiet=True)\n"
+                                      "test_images, test_labels = workshop.data.load_cifar10_tensors(DATA_ROOT, train=False)")
     nb.cells = [setup, nb.cells[i], nb.cells[j]]
     monkeypatch.setenv("WORKSHOP_CHECKPOINT", str(checkpoint))
     NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
@@ -131,12 +130,24 @@ def test_slides_build_and_render_in_a_headless_browser(tmp_path, chromium):
     assert 'class="present"' in dom, "no slide is shown"
 
 
+def test_an_attendees_old_module_copy_is_set_aside_never_overwritten(tmp_path, monkeypatch):
+    """Earlier versions copied workshop.py beside the lessons, where it would shadow the installed
+    package; an attendee may have edited it. It is renamed, with its content, not replaced."""
+    monkeypatch.setattr(make_attendee_copies, "OUT", tmp_path)
+    (tmp_path / "workshop.py").write_text("# my notes\nMY_SETTING = 1\n")
+    make_attendee_copies.main()
+    assert not (tmp_path / "workshop.py").exists()
+    assert (tmp_path / "workshop.py.old").read_text() == "# my notes\nMY_SETTING = 1\n"
+    make_attendee_copies.main()                                      # and it stays so
+    assert (tmp_path / "workshop.py.old").read_text() == "# my notes\nMY_SETTING = 1\n"
+
+
 def test_attendee_copies_have_no_outputs_and_no_solutions(tmp_path, monkeypatch):
     monkeypatch.setattr(make_attendee_copies, "OUT", tmp_path)
     make_attendee_copies.main()
     lessons = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
     assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == [p.name for p in lessons]
-    assert (tmp_path / "workshop.py").exists()
+    assert not list(tmp_path.glob("*.py")), "attendee/ holds the lessons only: they import the package"
     for lesson in lessons:
         original = json.loads(lesson.read_text())
         copy = json.loads((tmp_path / lesson.name).read_text())

@@ -8,20 +8,25 @@ from pathlib import Path
 import pytest
 import torch
 
-import workshop
+import workshop.checkpoints
+import workshop.data
+import workshop.device
+import workshop.fast
+import workshop.nets
+import workshop.training
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def small_data(cifar10_root):
-    images, labels = workshop.load_cifar10_tensors(cifar10_root, train=True)
+    images, labels = workshop.data.load_cifar10_tensors(cifar10_root, train=True)
     return images[:1024], labels[:1024]
 
 
 def test_networks_give_10_logits_and_the_documented_sizes():
     x = torch.randn(2, 3, 32, 32)
-    for net, params in [(workshop.TutorialNet(), 62_006), (workshop.WorkshopNet(), 221_026)]:
+    for net, params in [(workshop.nets.TutorialNet(), 62_006), (workshop.nets.WorkshopNet(), 221_026)]:
         assert tuple(net.eval()(x).shape) == (2, 10)
         assert sum(p.numel() for p in net.parameters()) == params
 
@@ -33,39 +38,39 @@ def test_the_test_data_is_cifar10(small_data):
 
 
 def test_normalize_centres_the_data(small_data):
-    x = workshop.normalize(small_data[0])
+    x = workshop.training.normalize(small_data[0])
     assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
     assert abs(x.mean().item()) < 0.1 and abs(x.std().item() - 1) < 0.1
 
 
 def test_augment_keeps_shape_and_content(small_data):
-    x = workshop.normalize(small_data[0][:64])
+    x = workshop.training.normalize(small_data[0][:64])
     g = torch.Generator().manual_seed(0)
-    y = workshop.augment(x, g)
+    y = workshop.training.augment(x, g)
     assert y.shape == x.shape and y.is_contiguous(memory_format=torch.channels_last)
     assert not torch.equal(x, y), "augmentation changed nothing"
     # the same seed gives the same augmentation
-    assert torch.equal(y, workshop.augment(x, torch.Generator().manual_seed(0)))
+    assert torch.equal(y, workshop.training.augment(x, torch.Generator().manual_seed(0)))
 
 
 def test_one_cycle_schedule_warms_up_then_decays():
-    optimizer, scheduler = workshop.make_optimizer(workshop.TutorialNet(), 25, dict(workshop.RECIPE, epochs=4))
+    optimizer, scheduler = workshop.training.make_optimizer(workshop.nets.TutorialNet(), 25, dict(workshop.training.RECIPE, epochs=4))
     rates = []
     for _ in range(100):
         rates.append(scheduler.get_last_lr()[0])
         optimizer.step()
         scheduler.step()
     peak = rates.index(max(rates))
-    assert 20 <= peak <= 30 and max(rates) == pytest.approx(workshop.RECIPE["lr"])
+    assert 20 <= peak <= 30 and max(rates) == pytest.approx(workshop.training.RECIPE["lr"])
     assert rates[0] < max(rates) / 10 and rates[-1] < max(rates) / 100
 
 
 def train_a_little(data, seed=0, epochs=1, **changes):
     torch.manual_seed(seed)
-    model = workshop.WorkshopNet().to(memory_format=torch.channels_last)
-    recipe = dict(workshop.RECIPE, epochs=epochs, batch_size=128, lr=0.05, **changes)   # 8 steps an epoch
-    history = workshop.fit(model, data, data, recipe, seed=seed,
-                           autocast_dtype=workshop.cpu_autocast_dtype())
+    model = workshop.nets.WorkshopNet().to(memory_format=torch.channels_last)
+    recipe = dict(workshop.training.RECIPE, epochs=epochs, batch_size=128, lr=0.05, **changes)   # 8 steps an epoch
+    history = workshop.training.fit(model, data, data, recipe, seed=seed,
+                           autocast_dtype=workshop.device.cpu_autocast_dtype())
     return model, history
 
 
@@ -88,27 +93,27 @@ def test_the_recipe_given_is_the_recipe_trained(small_data):
     _, smoothed = train_a_little(small_data, epochs=2)
     _, plain = train_a_little(small_data, epochs=2, label_smoothing=0.0)
     assert plain["train_loss"][-1] < smoothed["train_loss"][-1] - 0.05
-    assert workshop.RECIPE["label_smoothing"] == 0.1, "the module's recipe is left as it was"
+    assert workshop.training.RECIPE["label_smoothing"] == 0.1, "the module's recipe is left as it was"
 
 
 @pytest.mark.parametrize("value,expected", [("0", None), ("off", None), ("1", torch.bfloat16)])
 def test_bfloat16_can_be_switched_by_environment(monkeypatch, value, expected):
     monkeypatch.setenv("WORKSHOP_BFLOAT16", value)
-    assert workshop.cpu_autocast_dtype() == expected
-    assert ("bfloat16" in workshop.cpu_path()) == (expected is not None)
+    assert workshop.device.cpu_autocast_dtype() == expected
+    assert ("bfloat16" in workshop.device.cpu_path()) == (expected is not None)
 
 
 def test_a_misspelt_bfloat16_switch_is_explained(monkeypatch):
     monkeypatch.setenv("WORKSHOP_BFLOAT16", "maybe")
-    with pytest.raises(workshop.WorkshopError, match="WORKSHOP_BFLOAT16"):
-        workshop.cpu_autocast_dtype()
+    with pytest.raises(workshop.data.WorkshopError, match="WORKSHOP_BFLOAT16"):
+        workshop.device.cpu_autocast_dtype()
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model = workshop.WorkshopNet()
+    model = workshop.nets.WorkshopNet()
     torch.save(model.state_dict(), tmp_path / "net.pt")
-    other = workshop.WorkshopNet()
-    assert workshop.load_checkpoint(other, tmp_path / "net.pt")
+    other = workshop.nets.WorkshopNet()
+    assert workshop.checkpoints.load_checkpoint(other, tmp_path / "net.pt")
     for a, b in zip(model.state_dict().values(), other.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -117,14 +122,14 @@ def test_checkpoint_round_trip(tmp_path):
 def test_a_bad_checkpoint_is_reported_and_changes_nothing(tmp_path, capsys, problem):
     path = tmp_path / "net.pt"
     if problem == "other network":
-        torch.save(workshop.TutorialNet().state_dict(), path)
+        torch.save(workshop.nets.TutorialNet().state_dict(), path)
     elif problem != "missing":
-        torch.save(workshop.WorkshopNet().state_dict(), path)
+        torch.save(workshop.nets.WorkshopNet().state_dict(), path)
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 3] if problem == "truncated" else b"not a checkpoint")
-    model = workshop.WorkshopNet()
+    model = workshop.nets.WorkshopNet()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert workshop.load_checkpoint(model, path) is False
+    assert workshop.checkpoints.load_checkpoint(model, path) is False
     message = capsys.readouterr().out
     assert "lesson 05" in message and "Carrying on without it" in message
     assert message.count("\n") == 1, "one line, not a traceback"
@@ -134,7 +139,7 @@ def test_a_bad_checkpoint_is_reported_and_changes_nothing(tmp_path, capsys, prob
 # ----------------------------------------------------------------------------- lesson 07's fast recipe
 
 def test_fast_net_size_frozen_scales_and_scaled_logits():
-    net = workshop.FastNet().eval()
+    net = workshop.fast.FastNet().eval()
     assert tuple(net(torch.randn(2, 3, 32, 32)).shape) == (2, 10)
     assert sum(p.numel() for p in net.parameters()) == 1_972_792
     norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -146,8 +151,8 @@ def test_fast_net_size_frozen_scales_and_scaled_logits():
 
 
 def test_identity_init_passes_the_input_through():
-    net = workshop.FastNet()
-    workshop.identity_init(net)
+    net = workshop.fast.FastNet()
+    workshop.fast.identity_init(net)
     convs = [m for m in net.layers.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 6
     for conv in convs:
@@ -157,36 +162,36 @@ def test_identity_init_passes_the_input_through():
 
 
 def test_whitening_decorrelates_patches(small_data):
-    x = workshop.normalize(small_data[0][:500])
-    w = workshop.whitening_weights(x)
+    x = workshop.training.normalize(small_data[0][:500])
+    w = workshop.fast.whitening_weights(x)
     assert tuple(w.shape) == (24, 3, 2, 2) and torch.equal(w[12:], -w[:12])
     out = torch.nn.functional.conv2d(x, w[:12]).permute(0, 2, 3, 1).reshape(-1, 12)
     cov = torch.cov(out.T)
     assert (cov - torch.diag(cov.diag())).abs().max() < 0.01
-    model = workshop.fast_model(x)
+    model = workshop.fast.fast_model(x)
     assert torch.equal(model.whiten.weight, w) and not model.whiten.weight.requires_grad
 
 
 def test_random_crop_and_mirror_half(small_data):
-    x = workshop.normalize(small_data[0][:256])
+    x = workshop.training.normalize(small_data[0][:256])
     g = torch.Generator().manual_seed(0)
-    crops = workshop.random_crop(x, g)
+    crops = workshop.fast.random_crop(x, g)
     assert crops.shape == x.shape and not torch.equal(crops, x)
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
     for i in range(4):      # every crop is one of the 25 windows of its padded image
         assert any(torch.equal(crops[i], padded[i, :, dy:dy + 32, dx:dx + 32])
                    for dy in range(5) for dx in range(5))
-    mirrored = workshop.mirror_half(x, g)
+    mirrored = workshop.fast.mirror_half(x, g)
     flipped = torch.tensor([torch.equal(m, i.flip(2)) for m, i in zip(mirrored, x)])
     same = torch.tensor([torch.equal(m, i) for m, i in zip(mirrored, x)])
     assert torch.all(flipped | same) and 0.35 < flipped.float().mean() < 0.65
 
 
 def test_fast_optimizer_groups_and_schedule():
-    model = workshop.fast_model(torch.randn(64, 3, 32, 32))
-    optimizer, scheduler = workshop.fast_optimizer(model, steps=100)
+    model = workshop.fast.fast_model(torch.randn(64, 3, 32, 32))
+    optimizer, scheduler = workshop.fast.fast_optimizer(model, steps=100)
     biases, others = optimizer.param_groups
-    r = workshop.FAST_RECIPE
+    r = workshop.fast.FAST_RECIPE
     assert len(biases["params"]) == 6 and biases["lr"] == pytest.approx(0.2 * r["lr"] * r["bias_lr_scale"])
     # the weight decay per step is the same in both groups
     assert biases["lr"] * biases["weight_decay"] == pytest.approx(others["lr"] * others["weight_decay"])
@@ -204,16 +209,16 @@ def test_fast_optimizer_groups_and_schedule():
 
 def test_lookahead_starts_late_then_pulls_the_weights_to_their_average():
     model = torch.nn.Linear(3, 2)
-    recipe = dict(workshop.FAST_RECIPE, lookahead_from=0.5, lookahead_every=5)
-    assert workshop.lookahead(model, None, step=45, total=100, recipe=recipe) is None
-    average = workshop.lookahead(model, None, step=50, total=100, recipe=recipe)
+    recipe = dict(workshop.fast.FAST_RECIPE, lookahead_from=0.5, lookahead_every=5)
+    assert workshop.fast.lookahead(model, None, step=45, total=100, recipe=recipe) is None
+    average = workshop.fast.lookahead(model, None, step=50, total=100, recipe=recipe)
     assert torch.equal(average[0], model.weight)
     before = average[0].clone()
     with torch.no_grad():
         model.weight.add_(1.0)
-    assert workshop.lookahead(model, average, step=52, total=100, recipe=recipe) is average
+    assert workshop.fast.lookahead(model, average, step=52, total=100, recipe=recipe) is average
     assert torch.equal(average[0], before)                      # only every 5th step
-    workshop.lookahead(model, average, step=55, total=100, recipe=recipe)
+    workshop.fast.lookahead(model, average, step=55, total=100, recipe=recipe)
     moved = (average[0] - before).mean().item()
     assert 0 < moved < 1 and torch.equal(model.weight, average[0])
 
@@ -222,38 +227,38 @@ def test_predict_scores_do_not_depend_on_the_batch_size():
     """Lesson 05: in eval mode batch normalisation uses its running averages, so testing 250 images
     at a time gives the scores of 1,000 at a time (up to float rounding), while training mode would not."""
     torch.manual_seed(0)
-    model = workshop.WorkshopNet().to(memory_format=torch.channels_last)
+    model = workshop.nets.WorkshopNet().to(memory_format=torch.channels_last)
     images = torch.randint(0, 256, (500, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
-        model.train()(workshop.normalize(images[:64]))           # running averages that are not 0 and 1
-    small, large = (workshop.predict(model, images, batch_size=b) for b in (250, 1000))
+        model.train()(workshop.training.normalize(images[:64]))           # running averages that are not 0 and 1
+    small, large = (workshop.training.predict(model, images, batch_size=b) for b in (250, 1000))
     torch.testing.assert_close(small, large, rtol=1e-4, atol=1e-5)
     with torch.no_grad():
-        in_train_mode = torch.cat([model.train()(workshop.normalize(images[s:s + 4])) for s in range(0, 8, 4)])
-    assert not torch.allclose(in_train_mode, workshop.predict(model, images[:8], mirror=False), atol=1e-3)
+        in_train_mode = torch.cat([model.train()(workshop.training.normalize(images[s:s + 4])) for s in range(0, 8, 4)])
+    assert not torch.allclose(in_train_mode, workshop.training.predict(model, images[:8], mirror=False), atol=1e-3)
 
 
 def test_predict_shifted_averages_six_views():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10, bias=False))
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
-    x = workshop.normalize(images)
+    x = workshop.training.normalize(images)
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
     views = [(x, 0.25), (padded[:, :, :32, :32], 0.125), (padded[:, :, 2:, 2:], 0.125)]
     expected = sum(w * (model(v) + model(v.flip(3))) for v, w in views)
-    assert torch.allclose(workshop.predict_shifted(model, images, batch_size=2), expected, atol=1e-4)
+    assert torch.allclose(workshop.fast.predict_shifted(model, images, batch_size=2), expected, atol=1e-4)
 
 
 def test_fast_training_learns_on_a_small_subset(small_data):
     images, labels = small_data
-    x = workshop.normalize(images)
-    recipe = dict(workshop.FAST_RECIPE_SHORT, epochs=2, batch_size=128)
-    model = workshop.train_fast(x[:768], labels[:768], recipe, seed=0)
+    x = workshop.training.normalize(images)
+    recipe = dict(workshop.fast.FAST_RECIPE_SHORT, epochs=2, batch_size=128)
+    model = workshop.fast.train_fast(x[:768], labels[:768], recipe, seed=0)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    acc = workshop.accuracy(workshop.predict_shifted(model, images[768:]), labels[768:])
+    acc = workshop.training.accuracy(workshop.fast.predict_shifted(model, images[768:]), labels[768:])
     assert acc > 0.2, f"{acc:.3f}: no better than chance (0.1) after training"
     # the same seed, the same weights (on a shorter run: two steps)
     short = dict(recipe, epochs=1)
-    once, again = (workshop.train_fast(x[:256], labels[:256], short, seed=0) for _ in range(2))
+    once, again = (workshop.fast.train_fast(x[:256], labels[:256], short, seed=0) for _ in range(2))
     assert all(torch.equal(a, b) for a, b in zip(once.state_dict().values(), again.state_dict().values()))
 
 
@@ -273,3 +278,12 @@ def test_cpu_benchmark_prints_its_json_last(cifar10_root):
     assert 0 <= result["workshop_acc"] <= 1 and result["tutorial_s"] > 0
     # the seconds are printed rounded to 0.01 s, the ratio is computed before rounding
     assert result["time_ratio"] == pytest.approx(result["workshop_s"] / result["tutorial_s"], abs=0.02)
+
+
+def test_the_checkpoint_path_follows_the_environment_at_every_call(monkeypatch, tmp_path):
+    """WORKSHOP_CHECKPOINT is read when the path is asked for, not once at import: a kernel
+    that sets it (or a test) gets the new place at once."""
+    monkeypatch.delenv("WORKSHOP_CHECKPOINT", raising=False)
+    assert workshop.checkpoints.checkpoint_path() == REPO / "checkpoints" / "workshop_net.pt"
+    monkeypatch.setenv("WORKSHOP_CHECKPOINT", str(tmp_path / "mine.pt"))
+    assert workshop.checkpoints.checkpoint_path() == tmp_path / "mine.pt"

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from nbconvert import SlidesExporter
 
+from workshop.lessons import lesson_paths
+
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "slides"
 ASSETS = OUT / "assets"
@@ -113,7 +115,7 @@ def build(notebooks):
 
 
 def main(argv):
-    notebooks = [Path(a) for a in argv] or sorted((REPO / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+    notebooks = [Path(a) for a in argv] or lesson_paths()
     for target in build(notebooks):
         print(target.relative_to(REPO))
     return 0

@@ -11,9 +11,8 @@ Steps, in order, each timed and reported; a step that fails is reported and the 
 2. lessons:    06 and 07 re-executed top to bottom, each in a fresh Python process, and written
                with their outputs into OUT/ (never in place: the stored lessons keep the CPU run
                that the tests compare on every machine; some of their outputs, such as lesson
-               07's sizes, differ on a GPU by design). The executor here runs a lesson's cells
-               as Jupyter would (prints, figures, the value of a last expression) with only
-               PyTorch and matplotlib installed, so a bare GPU machine needs no Jupyter;
+               07's sizes, differ on a GPU by design), with the workshop's one notebook
+               executor (nbclient: the GPU machine needs nbclient and ipykernel);
 3. benchmark:  benchmarks/gpu_training.py --against airbench with seeds 0-4 (--dry-run: --quick,
                one seed, one epoch of one step on 128 images, tested on 50, without airbench),
                and lesson 07's ablation at that length for the same seeds, into
@@ -24,27 +23,29 @@ Steps, in order, each timed and reported; a step that fails is reported and the 
                seconds) and OUT/gpu-<device>.png (accuracy per seed), then the README lines to
                paste. OUT is results/, or build/gpu-dry-run/ with --dry-run.
 
-Runs with the standard library, PyTorch, torchvision and matplotlib only (the GPU machine's own
-Python and PyTorch); airbench comes from benchmarks/requirements.txt or a carried copy.
+Needs PyTorch, torchvision, matplotlib, nbclient and ipykernel (the GPU machine's own Python and
+PyTorch), and the workshop's package (`pip install --no-deps --no-build-isolation -e .`);
+airbench comes from benchmarks/requirements.txt or a carried copy.
 Exit status: 0 when every step passed.
 """
 import argparse
-import ast
-import base64
-import contextlib
 import datetime
-import io
 import json
 import os
 import re
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
+try:
+    from workshop import lessons
+except ImportError:
+    sys.exit("[gpu_run] the workshop's package is not installed in this Python: run "
+             "`pip install --no-deps --no-build-isolation -e .` in the repository first")
+
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
+NOTEBOOKS = lessons.NOTEBOOKS
 LESSONS = ["06-gpu", "07-fast-training"]
 BUILDERS = [REPO / "shared" / "cifar10" / "make_cifar10.py", REPO.parent / "shared" / "cifar10" / "make_cifar10.py"]
 
@@ -54,123 +55,21 @@ def say(msg):
 
 
 def python_env():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(NOTEBOOKS), os.environ.get("PYTHONPATH")) if p), MPLBACKEND="Agg")
-    return env
+    return dict(os.environ, MPLBACKEND="Agg")
 
 
 # ----------------------------------------------------------------------------- executing a lesson
 
-class Cell:
-    """Collects one cell's outputs in Jupyter's format: streams merged, figures as PNG."""
-
-    def __init__(self):
-        self.outputs = []
-
-    def stream(self, name, text):
-        if not text:
-            return
-        if self.outputs and self.outputs[-1].get("name") == name:
-            self.outputs[-1]["text"] += text
-        else:
-            self.outputs.append({"output_type": "stream", "name": name, "text": text})
-
-    def figure(self, fig):
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", bbox_inches="tight", dpi=72)
-        self.outputs.append({"output_type": "display_data", "metadata": {},
-                             "data": {"image/png": base64.b64encode(buf.getvalue()).decode(),
-                                      "text/plain": repr(fig)}})
-
-    def result(self, value, count):
-        self.outputs.append({"output_type": "execute_result", "execution_count": count,
-                             "metadata": {}, "data": {"text/plain": repr(value)}})
-
-
-class Writer(io.TextIOBase):
-    def __init__(self, cell, name):
-        self.cell, self.name = cell, name
-
-    def write(self, text):
-        self.cell[0].stream(self.name, text)
-        return len(text)
-
-
-def execute_cells(nb):
-    """Run a notebook's code cells in one namespace, as a fresh kernel would; fill their outputs.
-
-    Returns None when every cell ran, else the index of the cell that raised (its traceback is
-    stored as an error output, and no later cell runs, as in Jupyter's Run All)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    current = [Cell()]
-
-    def show(*args, **kwargs):
-        for number in plt.get_fignums():
-            current[0].figure(plt.figure(number))
-        plt.close("all")
-    plt.show = show
-    namespace = {"__name__": "__main__"}
-    count = 0
-    for index, cell in enumerate(nb["cells"]):
-        if cell["cell_type"] != "code":
-            continue
-        count += 1
-        current[0] = Cell()
-        source = "".join(cell["source"])
-        failed = False
-        with contextlib.redirect_stdout(Writer(current, "stdout")), \
-                contextlib.redirect_stderr(Writer(current, "stderr")):
-            try:
-                tree = ast.parse(source)
-                last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-                body = ast.Module(tree.body[:-1] if last else tree.body, type_ignores=[])
-                exec(compile(body, f"<cell {count}>", "exec"), namespace)
-                if last is not None:
-                    value = eval(compile(ast.Expression(last.value), f"<cell {count}>", "eval"), namespace)
-                    if value is not None:
-                        current[0].result(value, count)
-                show()                                   # figures left open, as the inline backend does
-            except Exception as err:
-                failed = True
-                current[0].outputs.append({"output_type": "error", "ename": type(err).__name__,
-                                           "evalue": str(err),
-                                           "traceback": traceback.format_exc().splitlines()})
-        cell["outputs"], cell["execution_count"] = current[0].outputs, count
-        cell.get("metadata", {}).pop("execution", None)
-        if failed:
-            return index
-    return None
-
-
 def execute_lesson(source, dest, timeout=900):
-    """Execute the lesson at `source` in a fresh Python process, in notebooks/, and write it to
-    `dest`; returns (ok, seconds, message)."""
+    """Execute the lesson at `source` top to bottom in a fresh kernel, in notebooks/, with the
+    workshop's one executor (workshop.lessons.execute, nbclient), and write it to `dest`;
+    returns (ok, seconds, message)."""
     start = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--execute-one",
-                               str(source), str(dest)], cwd=NOTEBOOKS, env=python_env(),
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return False, time.perf_counter() - start, f"did not finish within {timeout} s"
-    seconds = time.perf_counter() - start
-    message = (done.stdout.strip().splitlines() or [""])[-1]
-    return done.returncode == 0, seconds, message if done.returncode == 0 else (done.stderr[-2000:] or message)
-
-
-def execute_one(source, dest):
-    """The child process of execute_lesson."""
-    nb = json.loads(Path(source).read_text(encoding="utf-8"))
-    failed = execute_cells(nb)
-    nb["metadata"]["language_info"] = {"name": "python", "version": "3.11"}
-    Path(dest).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    if failed is not None:
-        error = next(o for o in nb["cells"][failed]["outputs"] if o["output_type"] == "error")
-        print(f"cell {failed} raised {error['ename']}: {error['evalue']}", file=sys.stderr)
-        return 1
-    print(f"{sum(c['cell_type'] == 'code' for c in nb['cells'])} cells ran")
-    return 0
+        nb = lessons.execute(source, dest, timeout=timeout, env=python_env())
+    except Exception as err:                       # a cell raised, or the kernel could not start
+        return False, time.perf_counter() - start, f"{type(err).__name__}: {str(err)[-1500:]}"
+    return True, time.perf_counter() - start, f"{len(lessons.code(nb))} cells ran"
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -189,8 +88,9 @@ def probe():
 
 def find_data():
     """A folder holding CIFAR-10 (exported as CIFAR10_ROOT for every step)."""
-    check = ("import sys, workshop\ntry:\n    workshop.find_cifar10(sys.argv[1], download=False, quiet=True)\n"
-             "except workshop.WorkshopError as err:\n    sys.exit(str(err))")
+    check = ("import sys\nfrom workshop.data import WorkshopError, find_cifar10\n"
+             "try:\n    find_cifar10(sys.argv[1], download=False, quiet=True)\n"
+             "except WorkshopError as err:\n    sys.exit(str(err))")
     candidates = [Path(os.environ["CIFAR10_ROOT"])] if os.environ.get("CIFAR10_ROOT") else [
         REPO / "data" / "offline-copy", REPO / "data"]
     for root in candidates:
@@ -224,13 +124,15 @@ def run_benchmark(dry_run, seeds, ablation):
     return result, (done.stderr.strip().splitlines() or ["no output"])[-1] if result is None else "ok"
 
 
-def run_gpu_tests():
-    done = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-o", "addopts=", "-p",
+def run_gpu_tests(expression="gpu"):
+    """pytest -m EXPRESSION on tests/test_gpu.py: (passed, counts, summary line). Passed means
+    pytest exited 0: a run in which no test was collected (exit 5) has checked nothing, and fails."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-m", expression, "-o", "addopts=", "-p",
                            "no:cacheprovider", "-p", "no:nbval", "-q", "-rs", "tests/test_gpu.py"], cwd=REPO,
                           env=python_env(), capture_output=True, text=True)
     summary = (done.stdout.strip().splitlines() or ["no output"])[-1]
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)}
-    return done.returncode in (0, 5) and not counts.get("failed") and not counts.get("error"), counts, summary
+    return done.returncode == 0 and not counts.get("failed") and not counts.get("error"), counts, summary
 
 
 def slug(name):
@@ -281,10 +183,7 @@ def main(argv=None):
     p.add_argument("--skip", nargs="+", default=[], choices=["lessons", "benchmark", "tests"],
                    help="leave out these steps (the tests' rehearsal leaves out the lessons, which nbval runs)")
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--execute-one", nargs=2, metavar=("SOURCE", "DEST"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.execute_one:
-        return execute_one(*args.execute_one)
     began = time.perf_counter()
     facts = probe()
     if not facts["cuda"] and not args.dry_run:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make the attendees' copies of the lessons: outputs cleared, exercise solutions removed.
 
-    python tools/make_attendee_copies.py        # writes attendee/NN-name.ipynb and the modules beside them
+    python tools/make_attendee_copies.py        # writes attendee/NN-name.ipynb
 
 Made from the executed lessons in notebooks/; `python3 run.py lab` runs this on every start.
 A copy is written when it is missing, or replaced when the lesson changed and the attendee has
@@ -13,23 +13,24 @@ skipped and a line says how to get it (rename or delete the copy). In each copy:
 - every code cell whose source is hidden (`jupyter.source_hidden`, the folded code solutions)
   is replaced by an empty cell to write the answer in.
 The copies sit one folder below the repository, like notebooks/, so their links to ../images
-and ../README.md keep working; the modules the lessons import or launch (MODULES) are copied
-beside them.
+and ../README.md keep working. attendee/ holds the lessons only: they import the installed
+package, `workshop`. Module files that earlier versions copied beside them (OLD_MODULES) would
+shadow the package, so they are renamed to NAME.old, never deleted: an attendee's edits stay.
 """
 import copy
 import hashlib
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-SOURCE = REPO / "notebooks"
-OUT = REPO / "attendee"
+from workshop import lessons
+
+SOURCE = lessons.NOTEBOOKS
+OUT = lessons.REPO / "attendee"
 DETAILS = re.compile(r"\n?<details>.*?</details>\n?", flags=re.S)
 ANSWER_HERE = "# Your answer here\n"
-MODULES = ("workshop.py", "cifar10_data.py", "ddp_train.py", "ddp_launch.py")
+OLD_MODULES = ("workshop.py", "cifar10_data.py", "ddp_train.py", "ddp_launch.py")
 
 
 def attendee_copy(nb):
@@ -59,8 +60,8 @@ def refresh(out=None, quiet=False):
     record_path = out / ".made.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     written, kept = [], []
-    for path in sorted(SOURCE.glob("[0-9][0-9]-*.ipynb")):
-        nb = attendee_copy(json.loads(path.read_text(encoding="utf-8")))
+    for path in lessons.lesson_paths(SOURCE):
+        nb = attendee_copy(lessons.read(path))
         fresh = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
         target = out / path.name
         if target.exists():
@@ -75,14 +76,19 @@ def refresh(out=None, quiet=False):
         target.write_text(fresh, encoding="utf-8")
         record[path.name] = digest(fresh)
         written.append(path.name)
-    for module in MODULES:                                   # what the lessons import or launch
-        shutil.copy(SOURCE / module, out / module)
+    moved = []
+    for module in OLD_MODULES:                # would shadow the installed package: set aside
+        if (out / module).exists():
+            (out / module).replace(out / f"{module}.old")
+            moved.append(module)
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     if not quiet:
         for name in written:
             print(f"wrote {out.name}/{name}")
         for name in kept:
             print(f"kept your edited {out.name}/{name}; rename or delete it to get the fresh copy")
+    for name in moved:
+        print(f"renamed {out.name}/{name} to {name}.old: the lessons import the installed package now")
     return written, kept
 
 

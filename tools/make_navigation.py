@@ -2,17 +2,17 @@
 """Write the navigation line of every lesson: under its title and at its end.
 
     python tools/make_navigation.py            # rewrite the lines that differ
-    python tools/make_navigation.py --check    # only report them (exit 1 if any); the tests run this
+    python tools/make_navigation.py --check    # only report them (exit 1 if any)
 
 The line links the previous lesson, the README's list of all lessons, and the next lesson,
 with the short titles below. A new lesson needs one entry in SHORT_TITLES and a run of this
-script; its neighbours' lines follow.
+script; its neighbours' lines follow. tests/test_lessons.py fails while a line is out of date
+(it calls update(write=False), the same check as --check).
 """
-import json
 import sys
 from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+from workshop import lessons as notebooks
 SHORT_TITLES = {
     "00-setup-check": "Setup check",
     "01-tensors": "Tensors",
@@ -28,7 +28,7 @@ ALL_LESSONS = "[All lessons](../README.md)"
 
 
 def lessons():
-    return sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+    return notebooks.lesson_paths()
 
 
 def label(path):
@@ -69,7 +69,7 @@ def update(write=True):
     """Bring every lesson's navigation up to date; return the names of those that were not."""
     paths, stale = lessons(), []
     for i, path in enumerate(paths):
-        nb = json.loads(path.read_text(encoding="utf-8"))
+        nb = notebooks.read(path)
         line = navigation(paths, i)
         first, last = nb["cells"][0], nb["cells"][-1]
         new_first = with_line(source_lines(first), 1, line)
@@ -83,7 +83,7 @@ def update(write=True):
         if write:
             set_source(first, new_first)
             set_source(last, new_last)
-            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            notebooks.write(nb, path)
     return stale
 
 

@@ -65,10 +65,11 @@ def execute(path, dest=None, timeout=900, env=None, cwd=None):
     import nbformat
     from nbclient import NotebookClient
     nb = nbformat.read(str(path), as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(cwd or Path(path).parent)}})
     kernel_env = dict(os.environ if env is None else env)
     client.execute(env=kernel_env)
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11"}   # no patch version stored
     if dest is not None:
         nbformat.write(nb, str(dest))
     return nb
