@@ -5,7 +5,7 @@
 
 1. Tutorial: PyTorch's "Training a Classifier" as written: its network, ToTensor + Normalize(0.5),
    a DataLoader with batch size 4, shuffle and 2 workers, SGD lr 0.001 momentum 0.9, 2 epochs.
-2. Workshop: lesson 05's recipe from notebooks/workshop.py: WorkshopNet, the training set held as
+2. Workshop: lesson 05's recipe from workshop.training (made from lesson 05): WorkshopNet, the training set held as
    one tensor, batch 256, flips and shifts, label smoothing, Nesterov SGD with a one-cycle
    schedule, channels_last memory, bfloat16 autocast where the CPU computes it natively
    (--float32, or WORKSHOP_BFLOAT16=0, keeps float32 even there: the path of most laptops).

@@ -1,4 +1,4 @@
-"""workshop.py: the networks, the recipes' pieces, checkpoints, reproducibility, the benchmarks."""
+"""The package's code: the networks, the recipes' pieces, checkpoints, reproducibility, the benchmarks."""
 import json
 import os
 import subprocess
