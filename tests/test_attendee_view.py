@@ -25,8 +25,9 @@ NOTEBOOKS = REPO / "notebooks"
 LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
 SHOTS = REPO / "build" / "screenshots"
 
+import conftest
 import run
-from tools import build_slides, make_attendee_copies
+from tools import build_slides, make_attendee_copies, run_tests
 
 pytestmark = pytest.mark.processes          # JupyterLab and a browser
 
@@ -63,47 +64,68 @@ def test_lab_news_and_update_prompts_are_off_in_the_environment_only(tmp_path, m
 
 
 @pytest.mark.parametrize("capability,bf16,machine,expected", [
-    ("AVX512", True, "x86_64", ("avx2", run.CPU_DEPENDENT)),
-    ("AVX512", False, "x86_64", ("avx2", run.CPU_DEPENDENT)),
-    ("AVX2", True, "x86_64", ("avx2", run.CPU_DEPENDENT)),
-    ("AVX2", False, "x86_64", ("default", run.CHEAP)),
+    ("AVX512", True, "x86_64", ("avx2", "cpu_dependent")),
+    ("AVX512", False, "x86_64", ("avx2", "cpu_dependent")),
+    ("AVX2", True, "x86_64", ("avx2", "cpu_dependent")),
+    ("AVX2", False, "x86_64", ("default", "cpu_dependent and not timed and not long")),
     ("NO AVX", False, "arm64", None)])
 def test_the_second_cpu_path_is_always_another_one(capability, bf16, machine, expected):
-    path = run.second_cpu_path(capability, bf16, machine)
+    path = run_tests.second_cpu_path(capability, bf16, machine)
     if expected is None:
         assert path is None
         return
-    env, lessons, _ = path
-    assert (env["ATEN_CPU_CAPABILITY"], lessons) == expected and env["WORKSHOP_BFLOAT16"] == "0"
-    assert all((NOTEBOOKS / f"{name}.ipynb").exists() for name in lessons)
+    env, marks, _ = path
+    assert (env["ATEN_CPU_CAPABILITY"], marks) == expected and env["WORKSHOP_BFLOAT16"] == "0"
+
+
+def file_markers():
+    """{file: its markers}: a lesson's from its notebook metadata, a test file's `pytestmark`."""
+    import importlib
+    found = {f"notebooks/{p.name}": set(conftest.lesson_markers(p)) for p in LESSONS}
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        marks = getattr(importlib.import_module(f"tests.{path.stem}"), "pytestmark", [])
+        found[f"tests/{path.name}"] = {m.name for m in (marks if isinstance(marks, list) else [marks])}
+    return found
+
+
+def selected(run, markers):
+    """The files a planned pytest run (title, args, env) selects, by its paths and -m expression."""
+    from _pytest.mark.expression import Expression
+    args = run[1]
+    paths, expression = args[:args.index("-m")], Expression.compile(args[args.index("-m") + 1])
+    return {f for f, marks in markers.items() if f.split("/")[0] in paths
+            and expression.evaluate(lambda name, **kw: name in marks)}
 
 
 def test_the_test_command_gives_timed_lessons_the_machine_and_shares_it_for_the_rest():
-    lessons = sorted(p.stem for p in LESSONS)
-    files = sorted(f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py"))
-    second = run.second_cpu_path("AVX512", True, "x86_64")
-    alone, side_by_side = run.test_plan(lessons, files, second)
+    markers = file_markers()
+    second = run_tests.second_cpu_path("AVX512", True, "x86_64")
+    alone, side_by_side = run_tests.test_plan(second)
     # lessons 05 and 06 compare timings they measure: they never share the machine
-    timed = ["notebooks/05-training-on-cpu.ipynb", "notebooks/06-gpu.ipynb"]
-    assert [(args, extra) for _, args, extra in alone] == [
-        (timed, {}), (["notebooks/05-training-on-cpu.ipynb"], second[0])]
-    every = [f for _, args, extra in side_by_side if not extra for f in args]
-    assert sorted(every + timed) == sorted(files + [f"notebooks/{n}.ipynb" for n in lessons])
+    timed = {"notebooks/05-training-on-cpu.ipynb", "notebooks/06-gpu.ipynb"}
+    assert selected(alone[0], markers) == timed and alone[0][2] == {}
+    assert selected(alone[1], markers) == {"notebooks/05-training-on-cpu.ipynb"} and alone[1][2] == second[0]
+    first_pass = [selected(r, markers) for r in side_by_side if not r[2]]
+    assert sum(len(s) for s in first_pass) + len(timed) == len(markers)    # every file once
+    assert set().union(*first_pass) | timed == set(markers)
     tests, processes, others, again = side_by_side
-    assert "tests/test_distributed.py" in processes[1] and "notebooks/08-scaling-out.ipynb" in processes[1]
-    assert again[1] == [f"notebooks/{n}.ipynb" for n in second[1] if n != "05-training-on-cpu"]
+    assert selected(processes, markers) == {"tests/test_distributed.py", "tests/test_exercises.py",
+                                            "tests/test_attendee_view.py", "notebooks/08-scaling-out.ipynb"}
+    assert selected(again, markers) == {"notebooks/01-tensors.ipynb", "notebooks/03-cnn.ipynb",
+                                        "notebooks/04-loss-and-optimizer.ipynb", "notebooks/07-fast-training.ipynb"}
     assert again[2] == second[0]
-    cheap = run.second_cpu_path("AVX2", False, "x86_64")
-    alone, side_by_side = run.test_plan(lessons, files, cheap)
-    assert len(alone) == 1 and side_by_side[-1][1] == [f"notebooks/{n}.ipynb" for n in run.CHEAP]
-    alone, side_by_side = run.test_plan(lessons, files, None)
+    cheap = run_tests.second_cpu_path("AVX2", False, "x86_64")
+    alone, side_by_side = run_tests.test_plan(cheap)
+    assert len(alone) == 1 and selected(side_by_side[-1], markers) == {
+        "notebooks/01-tensors.ipynb", "notebooks/03-cnn.ipynb", "notebooks/04-loss-and-optimizer.ipynb"}
+    alone, side_by_side = run_tests.test_plan(None)
     assert len(alone) == 1 and len(side_by_side) == 3
 
 
 def test_the_test_command_reports_each_run_by_its_pytest_summary():
     output = "tests/x.py ..F\n=== FAILURES ===\n...\n====== 1 failed, 2 passed in 3.10s ======\n"
-    assert run.summary_line(output) == "1 failed, 2 passed in 3.10s"
-    assert run.summary_line("Traceback ...") == "no summary (see its output above)"
+    assert run_tests.summary_line(output) == "1 failed, 2 passed in 3.10s"
+    assert run_tests.summary_line("Traceback ...") == "no summary (see its output above)"
 
 
 # ------------------------------------------------------------------ attendee copies
