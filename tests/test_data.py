@@ -213,7 +213,7 @@ def test_archive_placed_offline_is_verified_and_unpacked(cifar10_root, tmp_path,
     local = {n: workshop.data.md5sum(cifar10_root / workshop.data.BATCHES / n) for n in FILES}
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", workshop.data.md5sum(archive))
     official = workshop.data.official_sums()
-    monkeypatch.setattr(cifar10_data, "official_sums", lambda: {n: local[n] for n in official})
+    monkeypatch.setattr(workshop.data, "official_sums", lambda: {n: local[n] for n in official})
     assert workshop.data.find_cifar10(tmp_path, quiet=True) == tmp_path
     assert (tmp_path / workshop.data.BATCHES / "test_batch").exists()
 

@@ -38,8 +38,8 @@ def test_environment_yml_matches_requirements():
 
 def test_both_install_the_workshop_package_editable():
     assert OWN_PACKAGE in requirement_lines() and OWN_PACKAGE in environment_lines()
-    from importlib.metadata import distribution
-    assert distribution("workshop").read_text("direct_url.json") is not None, "install it with pip -e"
+    import workshop
+    assert Path(workshop.__file__).resolve().parent == REPO / "workshop", "install it with pip -e ."
 
 
 def test_environment_yml_uses_conda_forge_and_python_311():

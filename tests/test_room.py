@@ -94,7 +94,7 @@ def test_lesson_06_carries_on_without_a_good_checkpoint(tmp_path, problem, monke
     nb = nbformat.read(NOTEBOOKS / "06-gpu.ipynb", as_version=4)
     i = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "load_checkpoint" in c.source)
     j = next(k for k in range(i + 1, len(nb.cells)) if nb.cells[k].cell_type == "code")
-    setup = nbformat.v4.new_code_cell("import torch, workshop\n"
+    setup = nbformat.v4.new_code_cell("import torch, workshop.data\n"
                                       "DATA_ROOT = workshop.data.find_cifar10(quiet=True)\n"
                                       "test_images, test_labels = workshop.data.load_cifar10_tensors(DATA_ROOT, train=False)")
     nb.cells = [setup, nb.cells[i], nb.cells[j]]

@@ -7,7 +7,7 @@
 Run from the repository (as a module, so that it finds the tests' offline-copy adapter). It
 executes with the workshop's one executor (workshop.lessons.execute, nbclient), on the path that
 every CPU can reproduce: AVX2 kernels and float32 (see README.md, "The same outputs on every
-CPU"), with lesson 05's checkpoint in a scratch file. Where the data is the offline test copy,
+CPU"), with lesson 05's checkpoint in build/execute-lessons/ (kept between runs, so lesson 06 finds it). Where the data is the offline test copy,
 the kernels get the tests' adapter (tests/offline_copy.py), as nbval's do.
 """
 import os
@@ -28,7 +28,7 @@ def main(argv):
     root = Path(os.environ.get("CIFAR10_ROOT") or (offline if offline.exists() else data_root()))
     scratch = Path(tempfile.mkdtemp(prefix="execute-lessons-"))
     env = dict(os.environ, **LAPTOP_PATH, CIFAR10_ROOT=str(root), MPLBACKEND="module://matplotlib_inline.backend_inline",
-               WORKSHOP_CHECKPOINT=str(scratch / "workshop_net.pt"),
+               WORKSHOP_CHECKPOINT=os.environ.get("WORKSHOP_CHECKPOINT") or str(lessons.REPO / "build" / "execute-lessons" / "workshop_net.pt"),
                IPYTHONDIR=str(offline_copy.kernel_profile(scratch)))
     chosen = [p for p in lessons.lesson_paths() if not argv or any(p.stem.startswith(a) for a in argv)]
     for path in chosen:
