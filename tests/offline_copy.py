@@ -72,6 +72,15 @@ def kernel_profile(scratch):
     return startup.parent.parent
 
 
+def script_command(script, *args):
+    """The command line that runs `python SCRIPT ARGS` with this adapter installed first: for a
+    test's subprocess (a benchmark) that reads the offline copy through torchvision. Run it from
+    the repository, where `tests` is importable."""
+    run = ("import runpy, sys\nfrom tests import offline_copy\noffline_copy.install()\n"
+           "sys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')")
+    return [sys.executable, "-c", run, str(script), *map(str, args)]
+
+
 def install():
     """Let torchvision's CIFAR10 read offline copies: now if it is imported, else when it is."""
     if MODULE in sys.modules:

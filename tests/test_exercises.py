@@ -16,6 +16,7 @@ import torch.nn as nn
 
 import workshop.data
 import workshop.ddp_train
+import workshop.device
 import workshop.fast
 from tests import test_distributed
 from workshop import lessons
@@ -77,6 +78,7 @@ def test_lesson_07_exercise_2_the_runs_train_the_recipe_set_before_them():
     runs = next(s for s in cells if "runs = [timed_run(seed, recipe)" in s)
     trained = []
     namespace = dict(torch=torch, synchronize=lambda device: None, time=time, np=__import__("numpy"), FULL=False,
+                     cpu_autocast_dtype=workshop.device.cpu_autocast_dtype,
                      device=torch.device("cpu"), train_x=None, train_y=None, SEEDS=[0, 1],
                      recipe=workshop.fast.FAST_RECIPE_SHORT, evaluate=lambda model: 0.5,
                      train_fast=lambda x, y, recipe, seed, dtype, **switches: trained.append((seed, recipe)))

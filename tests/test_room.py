@@ -92,18 +92,18 @@ def test_lesson_06_carries_on_without_a_good_checkpoint(tmp_path, problem, monke
     if problem == "corrupted":
         checkpoint.write_bytes(b"PK\x03\x04 not really a checkpoint")
     nb = nbformat.read(NOTEBOOKS / "06-gpu.ipynb", as_version=4)
-    i = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "load_checkpoint" in c.source)
+    i = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "load_checkpoint(reference)" in c.source)
     j = next(k for k in range(i + 1, len(nb.cells)) if nb.cells[k].cell_type == "code")
-    setup = nbformat.v4.new_code_cell("import torch, workshop.data\n"
-                                      "DATA_ROOT = workshop.data.find_cifar10(quiet=True)\n"
-                                      "test_images, test_labels = workshop.data.load_cifar10_tensors(DATA_ROOT, train=False)")
-    nb.cells = [setup, nb.cells[i], nb.cells[j]]
+    imports = next(c for c in nb.cells if c.cell_type == "code")             # the lesson's own imports
+    setup = nbformat.v4.new_code_cell("DATA_ROOT = find_cifar10(quiet=True)\n"
+                                      "test_images, test_labels = load_cifar10_tensors(DATA_ROOT, train=False)")
+    nb.cells = [imports, setup, nb.cells[i], nb.cells[j]]
     monkeypatch.setenv("WORKSHOP_CHECKPOINT", str(checkpoint))
     NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    message = outputs_text(nb.cells[1])
+    message = outputs_text(nb.cells[2])
     assert ("No checkpoint at" if problem == "missing" else "cannot be used") in message
     assert "Carrying on without it." in message
-    assert outputs_text(nb.cells[2]).strip() == "True"
+    assert outputs_text(nb.cells[3]).strip() == "True"
     if problem == "corrupted":
         assert checkpoint.read_bytes().startswith(b"PK"), "the learner's file was left as it was"
 
