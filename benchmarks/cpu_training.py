@@ -32,7 +32,6 @@ import torch.nn as nn
 import torchvision
 import torchvision.transforms as transforms
 
-
 import workshop.data
 import workshop.device
 import workshop.nets

@@ -46,7 +46,6 @@ from pathlib import Path
 
 import torch
 
-
 import workshop.data
 import workshop.device
 import workshop.fast

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -15,11 +14,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tools import build_slides, make_attendee_copies
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-
-import workshop.data
-from tools import build_slides, make_attendee_copies
 
 
 def outputs_text(cell):

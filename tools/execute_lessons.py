@@ -27,7 +27,7 @@ def main(argv):
     offline = lessons.REPO / "data" / "offline-copy"
     root = Path(os.environ.get("CIFAR10_ROOT") or (offline if offline.exists() else data_root()))
     scratch = Path(tempfile.mkdtemp(prefix="execute-lessons-"))
-    env = dict(os.environ, **LAPTOP_PATH, CIFAR10_ROOT=str(root), MPLBACKEND="module://matplotlib_inline.backend_inline",
+    env = dict(os.environ, **LAPTOP_PATH, CIFAR10_ROOT=str(root),
                WORKSHOP_CHECKPOINT=os.environ.get("WORKSHOP_CHECKPOINT") or str(lessons.REPO / "build" / "execute-lessons" / "workshop_net.pt"),
                IPYTHONDIR=str(offline_copy.kernel_profile(scratch)))
     chosen = [p for p in lessons.lesson_paths() if not argv or any(p.stem.startswith(a) for a in argv)]

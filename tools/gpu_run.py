@@ -66,8 +66,7 @@ def execute_lesson(source, dest, timeout=900):
     returns (ok, seconds, message)."""
     start = time.perf_counter()
     try:
-        kernel = {k: v for k, v in python_env().items() if k != "MPLBACKEND"}   # figures inline
-        nb = lessons.execute(source, dest, timeout=timeout, env=kernel)
+        nb = lessons.execute(source, dest, timeout=timeout, env=python_env())
     except Exception as err:                       # a cell raised, or the kernel could not start
         return False, time.perf_counter() - start, f"{type(err).__name__}: {str(err)[-1500:]}"
     return True, time.perf_counter() - start, f"{len(lessons.code(nb))} cells ran"

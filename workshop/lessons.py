@@ -60,7 +60,8 @@ def code(nb_or_path):
 def execute(path, dest=None, timeout=900, env=None, cwd=None):
     """Run the notebook at `path` top to bottom in a fresh kernel of this Python, as Jupyter's
     "Restart Kernel and Run All" does, and return it with its outputs (also written to `dest`,
-    when given). `env` is the kernel's environment (default: this process's); the kernel starts
+    when given). `env` is the kernel's environment (default: this process's), less any
+    MPLBACKEND, so that figures are stored as Jupyter shows them; the kernel starts
     in `cwd` (default: the notebook's folder). Stops at the first cell that raises."""
     import nbformat
     from nbclient import NotebookClient
@@ -68,6 +69,7 @@ def execute(path, dest=None, timeout=900, env=None, cwd=None):
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                             resources={"metadata": {"path": str(cwd or Path(path).parent)}})
     kernel_env = dict(os.environ if env is None else env)
+    kernel_env.pop("MPLBACKEND", None)      # figures inline, as in Jupyter (Agg would draw none)
     client.execute(env=kernel_env)
     nb.metadata["language_info"] = {"name": "python", "version": "3.11"}   # no patch version stored
     if dest is not None:
