@@ -41,7 +41,7 @@ def launch(tmp_path, torchrun, script_args, name, deadline=240, checkpoint=None)
 
 
 def weights(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def test_distributed_two_processes_match_one(tmp_path, monkeypatch):
@@ -96,7 +96,7 @@ def test_distributed_checkpoint_is_never_half_written(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(KeyboardInterrupt):
         workshop.distributed.save_atomically({"epoch": 2}, path)
-    assert torch.load(path, weights_only=False) == {"epoch": 1}      # the last whole checkpoint survives
+    assert torch.load(path, weights_only=True) == {"epoch": 1}      # the last whole checkpoint survives
 
 
 def test_distributed_two_nodes_on_localhost(tmp_path, monkeypatch):

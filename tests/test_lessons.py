@@ -317,3 +317,14 @@ def test_stored_ablations_show_that_every_ingredient_helps():
         full = rows.pop("full recipe")["mean"]
         assert rows and all(row["mean"] < full for row in rows.values()), (
             f"{path.name}: full recipe {full}, {({k: r['mean'] for k, r in rows.items()})}")
+
+
+def test_no_load_runs_code_from_a_file():
+    """A torch.load that is not weights-only unpickles arbitrary objects, so it can run code from
+    the file: nothing in the lessons, package, tools, benchmarks or tests asks for one."""
+    root = NOTEBOOKS.parent
+    files = [*root.glob("*.py"), *(p for d in ("workshop", "tools", "benchmarks", "tests", "notebooks")
+                                   for p in (root / d).rglob("*") if p.suffix in (".py", ".ipynb"))]
+    unsafe = re.compile(r"weights_only\s*=\s*" + "False")
+    found = [str(p.relative_to(root)) for p in files if unsafe.search(p.read_text(encoding="utf-8"))]
+    assert not found, f"a torch.load that is not weights-only in {found}"

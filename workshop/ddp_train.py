@@ -91,8 +91,6 @@ def log(*args):
         print(*args, flush=True)
 
 
-
-
 def start(cpu=False):
     """Join the process group that torchrun described in the environment; returns the device.
 
@@ -126,12 +124,6 @@ def start(cpu=False):
     return device
 
 
-
-
-
-
-
-
 def run_config(args):
     """What makes a run this run, as saved in its checkpoint: every option but the fault drill
     and where the figures go, so that the same call without --kill resumes from it."""
@@ -142,7 +134,7 @@ def resume_state(path, config):
     """The state saved by an earlier attempt of this same run, else None."""
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("config") != config:
         raise SystemExit(f"{path} was written by a different run ({state.get('config')}); delete "
                          f"it or pass --checkpoint with a new name.")
