@@ -4,13 +4,18 @@
     python3 run.py lab     # create .venv if needed, fetch CIFAR-10 if needed, open JupyterLab
     python3 run.py test    # create .venv if needed, then run every test and re-run every notebook
     python3 run.py data    # only fetch and verify CIFAR-10
+    python3 run.py hub     # serve a room: JupyterHub, one account and copy per attendee (Linux, root)
 
 Options:
     --here       use the Python that runs this script (a conda environment, say) instead of .venv
     lab:
       --executed   open the executed lessons in notebooks/ (instructors) instead of the
                    attendee copies in attendee/ (outputs and solutions removed)
-      anything else goes to JupyterLab, e.g. `--port 9000`
+      anything else goes to JupyterLab, e.g. `--port 9000`; one person's lab: for a room, `hub`
+    hub:
+      --prefix DIR  where the room's shared, read-only install goes (default /opt/workshop)
+      --prepare     install only (the day before), start nothing
+      anything else goes to workshop/hub.py: `python3 run.py hub --help` lists it
     test:
       anything else goes to pytest, e.g. `python3 run.py test -k data`; without it,
       tools/run_tests.py runs everything (the lessons whose numbers depend on the CPU also on a
@@ -22,6 +27,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,7 +37,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 VENV = REPO / ".venv"
 REQUIREMENTS = REPO / "requirements.txt"
-STAMP = VENV / "requirements.sha256"
+HUB_REQUIREMENTS = REPO / "requirements-hub.txt"
+HUB_PREFIX = Path("/opt/workshop")
+PROXY = "configurable-http-proxy@5.3.0"     # JupyterHub's proxy, from npm (it runs on Node.js)
 FIRST_LESSON = "00-setup-check.ipynb"
 # JupyterLab settings shipped with the workshop's environment (never the user's own settings):
 # no "get notified about Jupyter news?" prompt and no update check over a lesson
@@ -43,30 +51,42 @@ def say(msg):
     print(f"[workshop] {msg}", flush=True)
 
 
-def venv_python():
+def venv_python(folder=VENV):
     sub = ("Scripts", "python.exe") if os.name == "nt" else ("bin", "python")
-    return VENV.joinpath(*sub)
+    return folder.joinpath(*sub)
 
 
-def ensure_venv():
-    """Create .venv and install requirements.txt into it, unless it is already up to date."""
+def ensure_venv(folder=VENV, base=None, requirements=(REQUIREMENTS,), root=REPO):
+    """Create the environment `folder` (from the Python `base`, default this one) and install
+    `requirements` into it, unless it is already up to date. The files name the workshop's own
+    package as `-e .`: the one in `root`."""
     if sys.version_info < (3, 10):
         sys.exit(f"Python {sys.version.split()[0]} is too old: install Python 3.11 and run this again.")
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes() + (REPO / "pyproject.toml").read_bytes()).hexdigest()
-    py = venv_python()
-    if py.exists() and STAMP.exists() and STAMP.read_text().strip() == wanted:
+    stamp = folder / "requirements.sha256"
+    wanted = hashlib.sha256(b"".join(f.read_bytes() for f in (*requirements, root / "pyproject.toml"))).hexdigest()
+    py = venv_python(folder)
+    if py.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
         return py
     if not py.exists():
-        say(f"creating the environment in {VENV.name}/ (once)")
-        venv.create(VENV, with_pip=True)
-    say("installing the packages from requirements.txt (once; PyTorch is large, allow a few minutes)")
-    # requirements.txt ends with `-e .`: the workshop's own package, editable, from this folder
-    done = subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], cwd=REPO)
+        say(f"creating the environment in {shown(folder)}/ (once)")
+        if base is None:
+            venv.create(folder, with_pip=True)
+        elif subprocess.run([str(base), "-m", "venv", str(folder)]).returncode != 0:
+            sys.exit(f"[workshop] {base} could not make an environment: install its venv module "
+                     f"(Debian and Ubuntu: apt install python3-venv) and run this again.")
+    names = " and ".join(f.name for f in requirements)
+    say(f"installing the packages from {names} (once; PyTorch is large, allow a few minutes)")
+    listed = [arg for f in requirements for arg in ("-r", str(f))]
+    done = subprocess.run([str(py), "-m", "pip", "install", "-q", *listed], cwd=root)
     if done.returncode != 0:
         sys.exit("Installing the packages failed (see pip's message above). Check your internet "
                  "connection, or follow 'Running with conda' in README.md.")
-    STAMP.write_text(wanted + "\n")
+    stamp.write_text(wanted + "\n")
     return py
+
+
+def shown(path):
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 # ----------------------------------------------------------------------------- test
@@ -136,6 +156,9 @@ def lab_command(py, rest, folder, is_root, display, root=REPO):
         args.append("--allow-root")
         notes.append("running as root (usual in containers and cloud machines): JupyterLab "
                      "starts with --allow-root")
+    if ip not in ("127.0.0.1", "localhost", "::1"):
+        notes.append(f"--ip {ip}: everyone who has the address below shares this one folder and "
+                     f"its kernels; to teach a room, start `python3 run.py hub` instead")
     if not display and "--no-browser" not in args:
         args.append("--no-browser")
         notes.append("no display here: open the address below in a browser")
@@ -165,14 +188,121 @@ def lab(py, rest, env):
           f"[workshop] Ctrl+C here stops JupyterLab.\n", flush=True)
     return subprocess.run(command, cwd=REPO, env=env).returncode
 
+# ----------------------------------------------------------------------------- hub
+
+def system_python():
+    """A Python 3.10+ that every account may run: the operating system's, not one under a home
+    (a venv made from a Python in /root cannot be run by the attendees' accounts)."""
+    for candidate in ("/usr/bin/python3.11", "/usr/bin/python3", "/usr/local/bin/python3.11",
+                      "/usr/local/bin/python3"):
+        path = Path(candidate)
+        if not path.exists():
+            continue
+        real = path.resolve()
+        if any(not os.stat(folder).st_mode & 0o001 for folder in real.parents):
+            continue                                   # a folder on the way is closed to others
+        version = subprocess.run([str(real), "-c", "import sys, venv; print(sys.version_info >= (3, 10))"],
+                                 capture_output=True, text=True).stdout.strip()
+        if version == "True":
+            return real
+    sys.exit("[workshop] No Python 3.10+ with venv that every account can run: install the "
+             "system's (Debian and Ubuntu: apt install python3 python3-venv) and run this again.")
+
+
+def tracked_files():
+    """The workshop's files: those git keeps or would (not what it ignores), else the folder's."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True) \
+        if (REPO / ".git").exists() else None
+    if listed is not None and listed.returncode == 0:
+        return [name for name in listed.stdout.split("\0") if name and (REPO / name).is_file()]
+    skip = {".venv", ".git", "data", "build", "attendee", "checkpoints", "__pycache__"}
+    return [str(path.relative_to(REPO)) for path in REPO.rglob("*")
+            if path.is_file() and not skip & set(path.relative_to(REPO).parts)
+            and not path.name.endswith(".egg-info")]
+
+
+def copy_workshop(prefix):
+    """Copy the workshop into `prefix` (a place every account can read), file by file: changed
+    files are replaced, files the workshop no longer has are removed, nothing else is touched."""
+    record = prefix / ".copied.json"
+    before = set(json.loads(record.read_text())) if record.exists() else set()
+    files = tracked_files()
+    for name in files:
+        source, target = REPO / name, prefix / name
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    for name in before - set(files):
+        (prefix / name).unlink(missing_ok=True)
+    record.write_text(json.dumps(sorted(files), indent=0) + "\n")
+
+
+def ensure_proxy(prefix):
+    """configurable-http-proxy, JupyterHub's proxy, installed from npm into prefix/proxy/."""
+    command = prefix / "proxy" / "node_modules" / ".bin" / "configurable-http-proxy"
+    if command.exists():
+        return command
+    if shutil.which("npm") is None and shutil.which("apt-get"):
+        say("installing Node.js and npm for JupyterHub's proxy (apt-get, once)")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "nodejs", "npm"], stdout=subprocess.DEVNULL)
+    if shutil.which("npm") is None:
+        sys.exit("[workshop] JupyterHub's proxy needs Node.js and npm: install them "
+                 "(https://nodejs.org, or apt install nodejs npm) and run this again.")
+    say(f"installing {PROXY} with npm (once)")
+    done = subprocess.run(["npm", "install", "--prefix", str(prefix / "proxy"), "--no-audit",
+                           "--no-fund", "--loglevel=error", PROXY], stdout=subprocess.DEVNULL)
+    if done.returncode != 0 or not command.exists():
+        sys.exit(f"[workshop] npm could not install {PROXY} (its message is above): check the "
+                 f"internet connection and run this again.")
+    return command
+
+
+def hub(rest):
+    """Install the workshop for a room in a shared prefix, then start workshop/hub.py from it."""
+    if sys.platform != "linux" or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        sys.exit("[workshop] run.py hub serves a room from a Linux server and makes an account per "
+                 "attendee, so it runs as root: sudo python3 run.py hub")
+    prefix = Path(option(rest, "--prefix") or HUB_PREFIX).resolve()
+    rest = [a for i, a in enumerate(rest) if not (a.startswith("--prefix") or (i and rest[i - 1] == "--prefix"))]
+    prepare = "--prepare" in rest
+    rest = [a for a in rest if a != "--prepare"]
+    if "-h" in rest or "--help" in rest:
+        prepare = False
+    if prefix == REPO or prefix.is_relative_to(REPO) or REPO.is_relative_to(prefix):
+        sys.exit(f"[workshop] --prefix {prefix} must be outside the repository ({REPO}) and not above it")
+    os.umask(0o022)                                    # what is installed can be read by everyone
+    base = system_python()
+    say(f"the room's shared install: {prefix} (read-only for attendees)")
+    copy_workshop(prefix)
+    py = ensure_venv(prefix / ".venv", base, (prefix / REQUIREMENTS.name, prefix / HUB_REQUIREMENTS.name), prefix)
+    proxy = ensure_proxy(prefix)
+    env = dict(os.environ)
+    write_lab_overrides(py, env)
+    if "-h" not in rest and "--help" not in rest:
+        fetch = ("import sys\nfrom workshop.data import WorkshopError, find_cifar10\n"
+                 f"try:\n    find_cifar10({str(prefix / 'data')!r})\n"
+                 "except WorkshopError as err:\n    sys.exit(f'[workshop] {err}')")
+        if subprocess.run([str(py), "-c", fetch], cwd=prefix, env=env).returncode != 0:
+            return 1
+    if prepare:
+        say(f"ready: `python3 run.py hub` starts the room (the install is in {prefix})")
+        return 0
+    os.chdir(prefix)                  # the hub replaces this process: Ctrl+C and signals reach it
+    os.execve(str(py), [str(py), "-m", "workshop.hub", "--proxy", str(proxy), *rest], env)
+
 
 def main(argv):
     here = "--here" in argv
     argv = [a for a in argv if a != "--here"]
-    if not argv or argv[0] not in ("lab", "test", "data"):
+    if not argv or argv[0] not in ("lab", "test", "data", "hub"):
         print(__doc__)
         return 2
     command, rest = argv[0], argv[1:]
+    if command == "hub":
+        try:
+            return hub(rest)
+        except KeyboardInterrupt:
+            return 0
     py = Path(sys.executable) if here else ensure_venv()
     env = dict(os.environ)
     if command == "test":

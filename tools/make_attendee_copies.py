@@ -2,6 +2,7 @@
 """Make the attendees' copies of the lessons: outputs cleared, exercise solutions removed.
 
     python tools/make_attendee_copies.py        # writes attendee/NN-name.ipynb
+    python tools/make_attendee_copies.py DIR    # writes DIR/NN-name.ipynb (a room's home, say)
 
 Made from the executed lessons in notebooks/; `python3 run.py lab` runs this on every start.
 A copy is written when it is missing, or replaced when the lesson changed and the attendee has
@@ -13,7 +14,8 @@ skipped and a line says how to get it (rename or delete the copy). In each copy:
 - every code cell whose source is hidden (`jupyter.source_hidden`, the folded code solutions)
   is replaced by an empty cell to write the answer in.
 The copies sit one folder below the repository, like notebooks/, so their links to ../images
-and ../README.md keep working. attendee/ holds the lessons only: they import the installed
+and ../README.md keep working; copies made elsewhere get links to those (PAGES) beside their
+folder. attendee/ holds the lessons only: they import the installed
 package, `workshop`. Module files that earlier versions copied beside them (OLD_MODULES) would
 shadow the package, so they are renamed to NAME.old, never deleted: an attendee's edits stay.
 """
@@ -30,6 +32,7 @@ SOURCE = lessons.NOTEBOOKS
 OUT = lessons.REPO / "attendee"
 DETAILS = re.compile(r"\n?<details>.*?</details>\n?", flags=re.S)
 ANSWER_HERE = "# Your answer here\n"
+PAGES = ("README.md", "INSTRUCTORS.md", "images")   # what the lessons link to, one folder up
 OLD_MODULES = ("workshop.py", "cifar10_data.py", "ddp_train.py", "ddp_launch.py")
 
 
@@ -76,6 +79,11 @@ def refresh(out=None, quiet=False):
         target.write_text(fresh, encoding="utf-8")
         record[path.name] = digest(fresh)
         written.append(path.name)
+    if out.resolve().parent != lessons.REPO.resolve():     # elsewhere: link the repository's pages
+        for name in PAGES:
+            link = out.parent / name
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(lessons.REPO / name)
     moved = []
     for module in OLD_MODULES:                # would shadow the installed package: set aside
         if (out / module).exists():
@@ -92,10 +100,10 @@ def refresh(out=None, quiet=False):
     return written, kept
 
 
-def main():
-    refresh()
+def main(argv=()):
+    refresh(argv[0] if argv else None)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

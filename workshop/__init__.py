@@ -18,5 +18,6 @@ Written here, because no lesson teaches them (the lessons that call them name th
     workshop.checkpoints  checkpoint_path, load_checkpoint
     workshop.ddp_train    lesson 08's training script: torchrun ... -m workshop.ddp_train
     workshop.launch       torchrun with a deadline and one-line explanations
+    workshop.hub          a room's JupyterHub (python3 run.py hub): an account and copy each
     workshop.lessons      the lesson notebooks as files: read and executed by the tools and tests
 """
