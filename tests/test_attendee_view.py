@@ -50,8 +50,15 @@ def test_lab_passes_its_arguments_to_jupyterlab():
     rest = ["--ip", "0.0.0.0", "--port=9000", "--IdentityProvider.token=abc", "--allow-root"]
     command, url, notes = run.lab_command(Path("python"), rest, "notebooks", is_root=True, display=True)
     assert command[-len(rest):] == rest and command.count("--allow-root") == 1
-    assert "--no-browser" not in command and not notes
+    assert "--no-browser" not in command
     assert url == "http://127.0.0.1:9000/lab/tree/notebooks/00-setup-check.ipynb?token=abc"
+    # one JupyterLab for whoever has the address: it says so, and names the room's command
+    assert len(notes) == 1 and "shares this one folder" in notes[0] and "run.py hub" in notes[0]
+
+
+def test_lab_on_loopback_says_nothing_about_a_room():
+    _, _, notes = run.lab_command(Path("python"), ["--port=9000"], "attendee", is_root=False, display=True)
+    assert notes == []
 
 
 def test_lab_news_and_update_prompts_are_off_in_the_environment_only(tmp_path, monkeypatch):

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.room import free_room_port
 from tests import offline_copy
+from workshop.hub import FOLDER
 
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = Path("/var/tmp/workshop-hub-tests/prefix")
@@ -53,35 +55,13 @@ def prepare_prefix(cifar10_root):
         "import workshop_tests_offline_copy; workshop_tests_offline_copy.install()\n")
 
 
-def free_ports():
-    """A room port whose next two ports are free too (the hub's API and the proxy's)."""
-    import socket
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65000 and all(_free(port + i) for i in range(3)):
-            return port
-    raise RuntimeError("no three free ports in a row on loopback")
-
-
-def _free(port):
-    import socket
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 class Room:
     """The hub as `python3 run.py hub` starts it, in scratch state and homes folders."""
 
     def __init__(self, scratch):
         self.scratch = scratch
         self.state, self.homes = scratch / "state", scratch / "homes"
-        self.port = free_ports()
+        self.port = free_room_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = scratch / "hub.log"
         self.proc = None
@@ -219,21 +199,21 @@ def test_four_attendees_at_once_each_run_their_own_lesson_00(room, browser):
         page.screenshot(path=str(REPO / "build" / "screenshots" / f"hub-{name}.png"))
     for name in ATTENDEES:                          # each copy belongs to its attendee alone
         home = room.home(name)
-        assert (home / "workshop" / "attendee" / "00-setup-check.ipynb").exists()
+        assert (home / FOLDER / "attendee" / "00-setup-check.ipynb").exists()
         assert home.stat().st_uid == pwd.getpwnam(f"jupyter-{name}").pw_uid
         assert home.stat().st_mode & 0o077 == 0
     ada, bob = pages[0], pages[1]
     assert put_file(ada, room, "ada", "mine.txt", "ada's notes\n").status == 201
-    assert (room.home("ada") / "workshop" / "mine.txt").read_text() == "ada's notes\n"
-    assert not (room.home("bob") / "workshop" / "mine.txt").exists()
+    assert (room.home("ada") / FOLDER / "mine.txt").read_text() == "ada's notes\n"
+    assert not (room.home("bob") / FOLDER / "mine.txt").exists()
     assert bob.request.get(f"{room.base}/user/bob/api/contents/mine.txt").status == 404
     # bob asks for ada's server and files: refused, through the hub and on disk
     assert bob.request.get(f"{room.base}/user/ada/api/contents/mine.txt").status == 403
     assert put_file(bob, room, "ada", "mine.txt", "bob was here\n").status in (403, 405)
     as_bob = subprocess.run(["runuser", "-u", "jupyter-bob", "--", "cat",
-                             str(room.home("ada") / "workshop" / "mine.txt")], capture_output=True, text=True)
+                             str(room.home("ada") / FOLDER / "mine.txt")], capture_output=True, text=True)
     assert as_bob.returncode != 0 and "Permission denied" in as_bob.stderr
-    assert (room.home("ada") / "workshop" / "mine.txt").read_text() == "ada's notes\n"
+    assert (room.home("ada") / FOLDER / "mine.txt").read_text() == "ada's notes\n"
     for page in pages[2:]:
         page.context.close()
 
@@ -286,7 +266,7 @@ def test_a_restart_and_an_idle_cull_keep_every_file(room, browser):
     else:
         raise AssertionError("the idle culler did not stop fay's server within 3 minutes")
     assert "Culling server fay" in room.log_text()
-    assert (room.home("fay") / "workshop" / "notes.txt").read_text() == "fay's notes\n"
+    assert (room.home("fay") / FOLDER / "notes.txt").read_text() == "fay's notes\n"
     fay.goto(lesson)                               # back: a new server, the same files
     wait_for_lesson(fay)
     assert fay.request.get(f"{room.base}/user/fay/api/contents/notes.txt").status == 200

@@ -44,6 +44,8 @@ NAME = re.compile(r"[a-z][a-z0-9_-]{0,23}$")   # fits a Linux account name once 
 NAME_RULE = ("a name is 1 to 24 lowercase letters, digits, '-' or '_', starting with a letter "
              "(e.g. ada or ada-l)")
 MARK = "workshop attendee"                 # the accounts' comment: accounts made here, and only they
+FOLDER = "pytorch-workshop"               # in each home; a name Python cannot import (no
+                                          # folder named `workshop` to shadow the package)
 FIRST_LESSON = "attendee/00-setup-check.ipynb"
 VENV = REPO / ".venv"
 
@@ -129,7 +131,7 @@ def prepare_home(spawner, homes):
     try:
         entry = ensure_account(name, homes)
         made = run_as(account, [str(VENV / "bin" / "python"), str(REPO / "tools" / "make_attendee_copies.py"),
-                                str(Path(entry.pw_dir) / "workshop" / "attendee")])
+                                str(Path(entry.pw_dir) / FOLDER / "attendee")])
         if made.returncode != 0:
             said = (made.stderr or made.stdout).strip().splitlines() or ["no message"]
             raise RuntimeError(f"copying the lessons failed: {said[-1]}")
@@ -167,14 +169,14 @@ def configure(c, s):
                                   ") and the room's password."}
     home = f"{s['homes']}/{ACCOUNT.format(name='{username}')}"
     c.Spawner.cmd = [str(VENV / "bin" / "jupyterhub-singleuser")]
-    c.Spawner.notebook_dir = f"{home}/workshop"
+    c.Spawner.notebook_dir = f"{home}/{FOLDER}"
     c.Spawner.default_url = f"/lab/tree/{FIRST_LESSON}"
     threads = str(s["threads"])
     c.Spawner.environment = {
         "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
         "CIFAR10_ROOT": s["data"],
         "WORKSHOP_CHECKPOINT": lambda spawner: f"{s['homes']}/{account_of(spawner.user.name)}"
-                                                f"/workshop/checkpoints/workshop_net.pt"}
+                                                f"/{FOLDER}/checkpoints/workshop_net.pt"}
     c.Spawner.pre_spawn_hook = lambda spawner: prepare_home(spawner, s["homes"])
     c.Spawner.start_timeout = c.Spawner.http_timeout = 180      # a room's logins come all at once
     if s["systemd"]:
