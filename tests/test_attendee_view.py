@@ -56,6 +56,13 @@ def test_lab_passes_its_arguments_to_jupyterlab():
     assert len(notes) == 1 and "shares this one folder" in notes[0] and "run.py hub" in notes[0]
 
 
+def test_hub_says_in_one_line_that_it_needs_linux_and_root(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SystemExit) as stopped:
+        run.hub([])
+    assert "runs as root" in str(stopped.value) and "sudo python3 run.py hub" in str(stopped.value)
+
+
 def test_lab_on_loopback_says_nothing_about_a_room():
     _, _, notes = run.lab_command(Path("python"), ["--port=9000"], "attendee", is_root=False, display=True)
     assert notes == []
@@ -117,7 +124,8 @@ def test_the_test_command_gives_timed_lessons_the_machine_and_shares_it_for_the_
     assert set().union(*first_pass) | timed == set(markers)
     tests, processes, others, again = side_by_side
     assert selected(processes, markers) == {"tests/test_distributed.py", "tests/test_exercises.py",
-                                            "tests/test_attendee_view.py", "notebooks/08-scaling-out.ipynb"}
+                                            "tests/test_attendee_view.py", "tests/test_hub.py",
+                                            "notebooks/08-scaling-out.ipynb"}
     assert selected(again, markers) == {"notebooks/01-tensors.ipynb", "notebooks/03-cnn.ipynb",
                                         "notebooks/04-loss-and-optimizer.ipynb", "notebooks/07-fast-training.ipynb"}
     assert again[2] == second[0]

@@ -34,10 +34,9 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 MINUTE = 60_000                                    # Playwright counts milliseconds
 
-pytestmark = pytest.mark.processes
-
-if sys.platform != "linux" or os.geteuid() != 0:
-    pytest.skip("a room's hub makes system accounts: Linux, as root (as in CI)", allow_module_level=True)
+pytestmark = [pytest.mark.processes,
+              pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0,
+                                 reason="a room's hub makes system accounts: Linux, as root (as in CI)")]
 
 
 def prepare_prefix(cifar10_root):
@@ -292,3 +291,17 @@ def _owner(proc):
         return proc.stat().st_uid
     except OSError:
         return None
+
+
+def test_a_busy_port_is_named_in_one_line(tmp_path):
+    import socket
+    from workshop import hub
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as stopped:
+            hub.main(["--ip", "127.0.0.1", "--port", str(port), "--proxy", "/bin/true",
+                      "--state", str(tmp_path / "state"), "--homes", str(tmp_path / "homes")])
+    message = str(stopped.value)
+    assert f"port {port} is in use" in message and "--port" in message and "\n" not in message
