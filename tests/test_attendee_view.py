@@ -190,9 +190,8 @@ def test_every_figure_and_link_in_the_lessons_resolves(folder, tmp_path):
     where = NOTEBOOKS if folder == "notebooks" else REPO / "attendee"
     if folder == "attendee":
         where = tmp_path / "repo" / "attendee"
-        make_attendee_copies.refresh(where, quiet=True)
-        for name in ("README.md", "INSTRUCTORS.md", "images"):       # the repository around it
-            os.symlink(REPO / name, tmp_path / "repo" / name)
+        make_attendee_copies.refresh(where, quiet=True)          # links the repository's pages beside it
+        assert all((tmp_path / "repo" / name).resolve() == REPO / name for name in make_attendee_copies.PAGES)
     dead = []
     for lesson in sorted(where.glob("[0-9][0-9]-*.ipynb")):
         for target in relative_links(markdown_of(lesson)):
