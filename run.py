@@ -89,6 +89,15 @@ def shown(path):
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
+def data_ready(py, env, root=REPO, data=None):
+    """CIFAR-10 present and verified in `data` (default: where the workshop in `root` looks),
+    downloaded when missing, by the environment `py`; else one line says why, and False."""
+    fetch = ("import sys\nfrom workshop.data import WorkshopError, find_cifar10\n"
+             f"try:\n    find_cifar10({None if data is None else str(data)!r})\n"
+             "except WorkshopError as err:\n    sys.exit(f'[workshop] {err}')")
+    return subprocess.run([str(py), "-c", fetch], cwd=root, env=env).returncode == 0
+
+
 # ----------------------------------------------------------------------------- test
 
 def test(py, rest, env):
@@ -229,9 +238,10 @@ def copy_workshop(prefix):
     files = tracked_files()
     for name in files:
         source, target = REPO / name, prefix / name
-        if not target.exists() or target.read_bytes() != source.read_bytes():
+        content = source.read_bytes()
+        if not target.exists() or target.read_bytes() != content:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(source.read_bytes())
+            target.write_bytes(content)
     for name in before - set(files):
         (prefix / name).unlink(missing_ok=True)
     record.write_text(json.dumps(sorted(files), indent=0) + "\n")
@@ -279,10 +289,7 @@ def hub(rest):
     env = dict(os.environ)
     write_lab_overrides(py, env)
     if "-h" not in rest and "--help" not in rest:
-        fetch = ("import sys\nfrom workshop.data import WorkshopError, find_cifar10\n"
-                 f"try:\n    find_cifar10({str(prefix / 'data')!r})\n"
-                 "except WorkshopError as err:\n    sys.exit(f'[workshop] {err}')")
-        if subprocess.run([str(py), "-c", fetch], cwd=prefix, env=env).returncode != 0:
+        if not data_ready(py, env, prefix, prefix / "data"):
             return 1
     if prepare:
         say(f"ready: `python3 run.py hub` starts the room (the install is in {prefix})")
@@ -309,10 +316,7 @@ def main(argv):
         # conftest.py prepares the data (offline), so the tests never download
         return test(py, rest, env)
     # lab and data: make sure CIFAR-10 is present and verified (downloads it when missing)
-    fetch = ("import sys\nfrom workshop.data import WorkshopError, find_cifar10\n"
-             "try:\n    find_cifar10()\n"
-             "except WorkshopError as err:\n    sys.exit(f'[workshop] {err}')")
-    if subprocess.run([str(py), "-c", fetch], cwd=REPO, env=env).returncode != 0:
+    if not data_ready(py, env):
         return 1
     if command == "lab":
         try:
