@@ -11,6 +11,7 @@ import pytest
 import workshop.fast
 from benchmarks import gpu_training
 from tools import export_lessons, make_navigation
+from workshop import lessons
 from workshop.lessons import NOTEBOOKS, cells, lesson_paths, markdown, source, tags
 
 LESSONS = lesson_paths()
@@ -328,3 +329,32 @@ def test_no_load_runs_code_from_a_file():
     unsafe = re.compile(r"weights_only\s*=\s*" + "False")
     found = [str(p.relative_to(root)) for p in files if unsafe.search(p.read_text(encoding="utf-8"))]
     assert not found, f"a torch.load that is not weights-only in {found}"
+
+
+def lesson_and_package_code():
+    """(name, text) of every module of the package and every lesson's code cells."""
+    root = NOTEBOOKS.parent
+    yield from ((str(p.relative_to(root)), p.read_text(encoding="utf-8")) for p in sorted((root / "workshop").glob("*.py")))
+    for path in lessons.lesson_paths():
+        yield path.name, "\n".join(lessons.source(c) for c in lessons.code(path))
+
+
+def test_device_is_chosen_with_torch_accelerator():
+    """The lessons and the package pick the device as PyTorch's tutorials do, with torch.accelerator:
+    no per-kind chain that starts `if torch.cuda.is_available():` or builds `torch.device("cuda")`
+    (lesson 00 shows that chain once, in an expression, for readers of older code)."""
+    chain = re.compile(r"^\s*(el)?if\s+(not\s+)?torch\.(cuda|backends\.mps)\.is_available\(\)"
+                       r"|torch\.device\(\s*[\"'](cuda|mps)[\"']", re.M)
+    found = [name for name, text in lesson_and_package_code() if chain.search(text)]
+    assert not found, f"a torch.cuda/mps device chain in {found}: use torch.accelerator"
+    assert "torch.accelerator.current_accelerator()" in lessons.source(lessons.code(lessons.lesson_paths()[0])[2])
+
+
+def test_lessons_use_transforms_v2():
+    """From lesson 02 on, images become tensors with torchvision.transforms.v2 (ToImage, ToDtype),
+    as PyTorch's tutorials do; the v1 names appear only in prose, as what older code writes."""
+    for path in lessons.lesson_paths()[2:]:
+        text = "\n".join(lessons.source(c) for c in lessons.code(path))
+        assert "ToTensor" not in text and "import torchvision.transforms as" not in text, path.name
+    assert "v2.ToDtype(torch.float32, scale=True)" in "\n".join(
+        lessons.source(c) for c in lessons.code(lessons.lesson_paths()[2]))

@@ -49,7 +49,7 @@ def test_gpu_lessons_run_and_say_so_without_a_gpu(lesson, stop_before, monkeypat
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     nb, stop = run_cells(lesson, stop_before)
     text = "\n".join(outputs_text(c) for c in nb.cells[:stop] if c.cell_type == "code")
-    assert "device: cpu - no CUDA or MPS GPU found" in text
+    assert "device: cpu - no accelerator (GPU) found" in text
     errors = [o for c in nb.cells[:stop] for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
 

@@ -100,14 +100,15 @@ def start(cpu=False):
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(free_port()))
     local_rank = int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available() and not cpu:
-        if local_rank >= torch.cuda.device_count():
-            raise SystemExit(f"process {local_rank} on this machine needs GPU {local_rank}, but there "
-                             f"are {torch.cuda.device_count()}: use --nproc-per-node="
-                             f"{torch.cuda.device_count()}, or --cpu")
-        device = torch.device("cuda", local_rank)              # one GPU per process
-        torch.cuda.set_device(device)
-        backend = "nccl"
+    accelerator = torch.accelerator.current_accelerator(check_available=True)
+    if accelerator is not None and not cpu:
+        count = torch.accelerator.device_count()
+        if local_rank >= count:
+            raise SystemExit(f"process {local_rank} on this machine needs {accelerator.type} device "
+                             f"{local_rank}, but there are {count}: use --nproc-per-node={count}, or --cpu")
+        device = torch.device(accelerator.type, local_rank)    # one GPU per process
+        torch.accelerator.set_device_index(local_rank)
+        backend = dist.get_default_backend_for_device(device)  # nccl for CUDA
     else:
         device, backend = torch.device("cpu"), "gloo"
     timeout = datetime.timedelta(minutes=5)

@@ -1,7 +1,7 @@
 """Which device and number type this machine trains with: what no lesson writes out, and the
 lessons that use it introduce by name (lesson 00 writes out the same device choice).
 
-    pick_device          CUDA if present, else Apple's MPS, else the CPU, with the reason
+    pick_device          the accelerator (CUDA, MPS, ...) if present, else the CPU, with the reason
     cpu_autocast_dtype   torch.bfloat16 where this CPU computes it natively, else None
     cpu_path             one line on how this CPU trains
 """
@@ -13,12 +13,16 @@ from workshop.data import WorkshopError
 
 
 def pick_device():
-    """CUDA if present, else Apple's MPS, else the CPU; returns (device, reason)."""
-    if torch.cuda.is_available():
-        return torch.device("cuda"), f"CUDA GPU: {torch.cuda.get_device_name(0)}"
-    if torch.backends.mps.is_available():
-        return torch.device("mps"), "Apple GPU through Metal (MPS)"
-    return torch.device("cpu"), "no CUDA or MPS GPU found, so the CPU"
+    """The accelerator PyTorch finds (CUDA, Apple's MPS, ...), else the CPU; returns (device, reason).
+
+    The same choice as lesson 00's cell, with torch.accelerator as PyTorch's own tutorials make it.
+    """
+    if torch.accelerator.is_available():
+        device = torch.accelerator.current_accelerator()
+        names = {"cuda": lambda: f"CUDA GPU: {torch.cuda.get_device_name(0)}",
+                 "mps": lambda: "Apple GPU through Metal (MPS)"}
+        return device, names.get(device.type, lambda: f"{device.type} accelerator")()
+    return torch.device("cpu"), "no accelerator (GPU) found, so the CPU"
 
 
 def cpu_autocast_dtype():

@@ -10,7 +10,5 @@ import torch
 
 # lesson 06, Measuring speed: warm up, then synchronise
 def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elif device.type == "mps":
-        torch.mps.synchronize()
+    if device.type != "cpu":
+        torch.accelerator.synchronize()
