@@ -11,8 +11,7 @@ import pytest
 import workshop.fast
 from benchmarks import gpu_training
 from tools import export_lessons, make_navigation
-from workshop import lessons
-from workshop.lessons import NOTEBOOKS, cells, lesson_paths, markdown, source, tags
+from workshop.lessons import NOTEBOOKS, cells, code, lesson_paths, markdown, source, tags
 
 LESSONS = lesson_paths()
 EXPECTED = ["00-setup-check", "01-tensors", "02-data", "03-cnn", "04-loss-and-optimizer",
@@ -24,6 +23,11 @@ MAX_LINES = 15
 
 def code_lines(cell):
     return [l for l in source(cell).splitlines() if l.strip()]
+
+
+def code_text(path):
+    """A lesson's code cells, one after the other."""
+    return "\n".join(source(c) for c in code(path))
 
 
 def ids(paths):
@@ -197,8 +201,7 @@ def test_imports_from_the_package_were_taught_or_are_introduced(path):
 
 def test_no_lesson_defines_what_it_imports():
     for path in LESSONS:
-        code = "\n".join(source(c) for c in cells(path) if c["cell_type"] == "code")
-        imported = {n.strip() for _, names in IMPORTS.findall(code) for n in names.split(",")}
+        imported = {n.strip() for _, names in IMPORTS.findall(code_text(path)) for n in names.split(",")}
         defined = {name for _, node, _ in (export_lessons.exported(path) if path.stem in export_lessons.MODULES else [])
                    for name in export_lessons.defined_names(node)}
         assert not imported & defined, f"{path.stem} both imports and defines {imported & defined}"
@@ -335,8 +338,7 @@ def lesson_and_package_code():
     """(name, text) of every module of the package and every lesson's code cells."""
     root = NOTEBOOKS.parent
     yield from ((str(p.relative_to(root)), p.read_text(encoding="utf-8")) for p in sorted((root / "workshop").glob("*.py")))
-    for path in lessons.lesson_paths():
-        yield path.name, "\n".join(lessons.source(c) for c in lessons.code(path))
+    yield from ((path.name, code_text(path)) for path in LESSONS)
 
 
 def test_device_is_chosen_with_torch_accelerator():
@@ -347,14 +349,13 @@ def test_device_is_chosen_with_torch_accelerator():
                        r"|torch\.device\(\s*[\"'](cuda|mps)[\"']", re.M)
     found = [name for name, text in lesson_and_package_code() if chain.search(text)]
     assert not found, f"a torch.cuda/mps device chain in {found}: use torch.accelerator"
-    assert "torch.accelerator.current_accelerator()" in lessons.source(lessons.code(lessons.lesson_paths()[0])[2])
+    assert "torch.accelerator.current_accelerator()" in source(code(LESSONS[0])[2])   # the device cell
 
 
 def test_lessons_use_transforms_v2():
     """From lesson 02 on, images become tensors with torchvision.transforms.v2 (ToImage, ToDtype),
     as PyTorch's tutorials do; the v1 names appear only in prose, as what older code writes."""
-    for path in lessons.lesson_paths()[2:]:
-        text = "\n".join(lessons.source(c) for c in lessons.code(path))
+    for path in LESSONS[2:]:
+        text = code_text(path)
         assert "ToTensor" not in text and "import torchvision.transforms as" not in text, path.name
-    assert "v2.ToDtype(torch.float32, scale=True)" in "\n".join(
-        lessons.source(c) for c in lessons.code(lessons.lesson_paths()[2]))
+    assert "v2.ToDtype(torch.float32, scale=True)" in code_text(LESSONS[2])

@@ -19,9 +19,11 @@ def pick_device():
     """
     if torch.accelerator.is_available():
         device = torch.accelerator.current_accelerator()
-        names = {"cuda": lambda: f"CUDA GPU: {torch.cuda.get_device_name(0)}",
-                 "mps": lambda: "Apple GPU through Metal (MPS)"}
-        return device, names.get(device.type, lambda: f"{device.type} accelerator")()
+        if device.type == "cuda":
+            return device, f"CUDA GPU: {torch.cuda.get_device_name(0)}"
+        if device.type == "mps":
+            return device, "Apple GPU through Metal (MPS)"
+        return device, f"{device.type} accelerator"
     return torch.device("cpu"), "no accelerator (GPU) found, so the CPU"
 
 
