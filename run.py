@@ -28,9 +28,11 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -148,8 +150,10 @@ def has_display():
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def lab_command(py, rest, folder, is_root, display, root=REPO):
-    """The JupyterLab command line, the URL to open and what to tell the user about it."""
+def lab_command(py, rest, folder, is_root, display, root=REPO, workspaces=None):
+    """The JupyterLab command line, the URL to open and what to tell the user about it.
+    `workspaces`: the folder JupyterLab keeps its open tabs in; a fresh one for each start means
+    the first screen is lesson 00, never a tab restored from an earlier session."""
     args = list(rest)
     ip = option(args, "--ip") or "127.0.0.1"
     port = option(args, "--port")
@@ -176,7 +180,40 @@ def lab_command(py, rest, folder, is_root, display, root=REPO):
     url = f"http://{host}:{port}/{page}?token={token}"
     command = [str(py), "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}",
                f"--LabApp.default_url=/{page}", *args]
+    if workspaces is not None:
+        command.insert(4, f"--LabApp.workspaces_dir={workspaces}")
     return command, url, notes
+
+
+class Stop(Exception):
+    """SIGTERM or SIGHUP reached run.py."""
+
+
+def serve(command, env, grace=30):
+    """Run JupyterLab until it exits. Ctrl+C, SIGTERM or SIGHUP (a closed terminal) to run.py
+    stop it the way JupyterLab stops itself: SIGTERM, on which it shuts its kernels down, then
+    SIGKILL if it has not exited after `grace` seconds. Nothing is left serving on the port."""
+    def stop(signum, frame):
+        raise Stop(signum)
+    signals = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {s: signal.signal(s, stop) for s in signals}
+    server = subprocess.Popen(command, cwd=REPO, env=env)
+    try:
+        return server.wait()
+    except (Stop, KeyboardInterrupt):
+        for s in signals:                         # a second signal must not cut the shutdown short
+            signal.signal(s, signal.SIG_IGN)
+        server.terminate()
+        try:
+            server.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        say("JupyterLab stopped, with its kernels")
+        return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def lab(py, rest, env):
@@ -189,13 +226,14 @@ def lab(py, rest, env):
             return made.returncode
     write_lab_overrides(py, env)
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    command, url, notes = lab_command(py, rest, folder, is_root, has_display())
-    for note in notes:
-        say(note)
-    bar = "=" * min(100, len(url) + 4)
-    print(f"\n{bar}\n  Open the workshop ({folder}/, lesson 00 first):\n  {url}\n{bar}\n"
-          f"[workshop] Ctrl+C here stops JupyterLab.\n", flush=True)
-    return subprocess.run(command, cwd=REPO, env=env).returncode
+    with tempfile.TemporaryDirectory(prefix="workshop-lab-") as workspaces:
+        command, url, notes = lab_command(py, rest, folder, is_root, has_display(), workspaces=workspaces)
+        for note in notes:
+            say(note)
+        bar = "=" * min(100, len(url) + 4)
+        print(f"\n{bar}\n  Open the workshop ({folder}/, lesson 00 first):\n  {url}\n{bar}\n"
+              f"[workshop] Ctrl+C here stops JupyterLab and its kernels.\n", flush=True)
+        return serve(command, env)
 
 # ----------------------------------------------------------------------------- hub
 
@@ -321,7 +359,7 @@ def main(argv):
     if command == "lab":
         try:
             return lab(py, rest, env)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:     # before JupyterLab started (it stops itself: serve)
             return 0
     return 0
 

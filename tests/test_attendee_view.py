@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -75,6 +77,75 @@ def test_lab_news_and_update_prompts_are_off_in_the_environment_only(tmp_path, m
     written = json.loads((prefix / "share/jupyter/lab/settings/overrides.json").read_text())
     notification = written["@jupyterlab/apputils-extension:notification"]
     assert notification == {"checkForUpdates": False, "fetchNews": "false"}
+
+
+def api(base, path, token, method="GET", body=None):
+    request = urllib.request.Request(f"{base}{path}?token={token}", method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.loads(reply.read() or b"null")
+
+
+def start_lab(tmp_path, cifar10_root, token):
+    """`python3 run.py lab` as a learner starts it, on a free loopback port: (process, base URL)."""
+    port = run.free_port("127.0.0.1", 18800)
+    env = dict(os.environ, CIFAR10_ROOT=str(cifar10_root), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"))
+    server = subprocess.Popen([sys.executable, str(REPO / "run.py"), "lab", "--here", "--no-browser",
+                               "--port", str(port), f"--IdentityProvider.token={token}"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(240):                                 # at most 2 minutes
+        try:
+            api(base, "/api/status", token)
+            return server, base
+        except OSError:
+            assert server.poll() is None, server.stdout.read()[-2000:]
+            time.sleep(0.5)
+    server.kill()
+    pytest.fail("JupyterLab did not answer within 2 minutes")
+
+
+def read_or_nothing(path):
+    try:
+        return path.read_bytes().decode(errors="replace")
+    except OSError:                                       # the process has just ended
+        return ""
+
+
+def port_is_free(base):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", int(base.rsplit(":", 1)[1]))) != 0
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
+def test_run_py_lab_stops_with_its_kernels_and_starts_on_a_fresh_workspace(tmp_path, cifar10_root):
+    """SIGTERM (a process manager) or SIGHUP (a closed terminal) to `run.py lab` stops its
+    JupyterLab and kernels: nothing is left on the port. A tab left open in one session is not
+    restored in the next: the first screen is lesson 00."""
+    token = "workshop-test"
+    for number, signum in enumerate((signal.SIGTERM, signal.SIGHUP)):
+        server, base = start_lab(tmp_path, cifar10_root, token)
+        try:
+            layout = api(base, "/lab/api/workspaces/lab", token)
+            assert "attendee/08-scaling-out.ipynb" not in json.dumps(layout), f"start {number}: a tab was restored"
+            layout["data"]["layout-restorer:data"] = {"main": {"dock": {"type": "tab-area", "currentIndex": 0,
+                                                               "widgets": ["notebook:attendee/08-scaling-out.ipynb"]}}}
+            layout["data"]["notebook:attendee/08-scaling-out.ipynb"] = {"data": {"path": "attendee/08-scaling-out.ipynb",
+                                                                                  "factory": "Notebook"}}
+            api(base, "/lab/api/workspaces/lab", token, "PUT", layout)    # what an open tab saves
+            assert "08-scaling-out" in json.dumps(api(base, "/lab/api/workspaces/lab", token))
+            kernel = api(base, "/api/kernels", token, "POST", {"name": "python3"})["id"]
+            server.send_signal(signum)
+            out, _ = server.communicate(timeout=60)
+        finally:
+            if server.poll() is None:
+                server.kill()
+        assert server.returncode == 0 and "JupyterLab stopped, with its kernels" in out, out[-2000:]
+        assert port_is_free(base), f"{signal.Signals(signum).name}: JupyterLab still serves on {base}"
+        if sys.platform == "linux":
+            left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if kernel in read_or_nothing(p)]
+            assert not left, f"{signal.Signals(signum).name}: the kernel {kernel} is still running"
 
 
 @pytest.mark.parametrize("capability,bf16,machine,expected", [
