@@ -179,9 +179,8 @@ def lab_command(py, rest, folder, is_root, display, root=REPO, workspaces=None):
     host = "127.0.0.1" if ip in ("0.0.0.0", "", "*", "::") else ip
     url = f"http://{host}:{port}/{page}?token={token}"
     command = [str(py), "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}",
+               *([f"--LabApp.workspaces_dir={workspaces}"] if workspaces is not None else []),
                f"--LabApp.default_url=/{page}", *args]
-    if workspaces is not None:
-        command.insert(4, f"--LabApp.workspaces_dir={workspaces}")
     return command, url, notes
 
 

@@ -91,19 +91,28 @@ def start_lab(tmp_path, cifar10_root, token):
     port = run.free_port("127.0.0.1", 18800)
     env = dict(os.environ, CIFAR10_ROOT=str(cifar10_root), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"))
-    server = subprocess.Popen([sys.executable, str(REPO / "run.py"), "lab", "--here", "--no-browser",
-                               "--port", str(port), f"--IdentityProvider.token={token}"],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "run-lab.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([sys.executable, str(REPO / "run.py"), "lab", "--here", "--no-browser",
+                                   "--port", str(port), f"--IdentityProvider.token={token}"],
+                                  cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(240):                                 # at most 2 minutes
+    if not lab_answers(base, token, server, log, tries=240):     # at most 2 minutes
+        server.kill()
+        pytest.fail("JupyterLab did not answer within 2 minutes")
+    return server, base, log
+
+
+def lab_answers(base, token, server, log, tries):
+    """Poll JupyterLab's status every 0.5 s, at most `tries` times; fails at once if it exits."""
+    for _ in range(tries):
         try:
-            api(base, "/api/status", token)
-            return server, base
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            return True
         except OSError:
-            assert server.poll() is None, server.stdout.read()[-2000:]
+            assert server.poll() is None, log.read_text()[-2000:]
             time.sleep(0.5)
-    server.kill()
-    pytest.fail("JupyterLab did not answer within 2 minutes")
+    return False
 
 
 def read_or_nothing(path):
@@ -125,7 +134,7 @@ def test_run_py_lab_stops_with_its_kernels_and_starts_on_a_fresh_workspace(tmp_p
     restored in the next: the first screen is lesson 00."""
     token = "workshop-test"
     for number, signum in enumerate((signal.SIGTERM, signal.SIGHUP)):
-        server, base = start_lab(tmp_path, cifar10_root, token)
+        server, base, log = start_lab(tmp_path, cifar10_root, token)
         try:
             layout = api(base, "/lab/api/workspaces/lab", token)
             assert "attendee/08-scaling-out.ipynb" not in json.dumps(layout), f"start {number}: a tab was restored"
@@ -137,10 +146,11 @@ def test_run_py_lab_stops_with_its_kernels_and_starts_on_a_fresh_workspace(tmp_p
             assert "08-scaling-out" in json.dumps(api(base, "/lab/api/workspaces/lab", token))
             kernel = api(base, "/api/kernels", token, "POST", {"name": "python3"})["id"]
             server.send_signal(signum)
-            out, _ = server.communicate(timeout=60)
+            server.wait(timeout=60)
         finally:
             if server.poll() is None:
                 server.kill()
+        out = log.read_text()
         assert server.returncode == 0 and "JupyterLab stopped, with its kernels" in out, out[-2000:]
         assert port_is_free(base), f"{signal.Signals(signum).name}: JupyterLab still serves on {base}"
         if sys.platform == "linux":
@@ -326,13 +336,7 @@ def lab(tmp_path_factory, chromium):
     log = open(home / "lab.log", "w")
     server = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, (home / "lab.log").read_text()[-2000:]
-                time.sleep(0.5)
+        lab_answers(base, token, server, home / "lab.log", tries=120)
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
             yield base, token, browser, url
