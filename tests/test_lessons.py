@@ -359,3 +359,51 @@ def test_lessons_use_transforms_v2():
         text = code_text(path)
         assert "ToTensor" not in text and "import torchvision.transforms as" not in text, path.name
     assert "v2.ToDtype(torch.float32, scale=True)" in code_text(LESSONS[2])
+
+
+PROMPT = re.compile(r"\*\*(\d)\.\*\*")
+CALL = re.compile(r"`[^`\n]*\w\([^`\n]*`")       # code in backticks that calls something
+
+
+def exercises(path):
+    """(number, the attendee's copy has a code cell between prompt and solution, solution text)
+    for each exercise of a lesson, read in the order a learner meets them."""
+    found, current = [], None
+    for cell in cells(path):
+        if cell["cell_type"] == "code":
+            if current and current[2] is None:
+                current[1] = True
+            continue
+        text = source(cell)
+        for piece in re.split(r"(?=\*\*\d\.\*\*)|(?=<details>)", text):
+            if PROMPT.match(piece):
+                current = [PROMPT.match(piece).group(1), False, None]
+                found.append(current)
+            elif piece.startswith("<details>") and current and current[2] is None:
+                current[2] = piece
+    return [tuple(e) for e in found]
+
+
+LAB = [p for p in LESSONS if p.name < "06"]       # the 60-minute lab: 00-05
+
+
+@pytest.mark.parametrize("path", LAB, ids=ids(LAB))
+def test_an_exercise_answered_in_code_has_a_cell_to_write_it_in(path):
+    """In the lab's lessons, when an exercise's solution is code (a call in backticks), the
+    attendee's copy has a code cell under the question: a given one, or the empty answer cell
+    that replaces the hidden solution (tools/make_attendee_copies.py). Lessons 06-08's code
+    exercises change a cell already there (`train_fast`, the training loop) or run on a GPU."""
+    for number, has_cell, solution in exercises(path):
+        if solution and CALL.search(solution):
+            assert has_cell, f"exercise {number}: its solution is code, and no cell is under it to write it in"
+
+
+BENCH_WORDS = re.compile(r"compared by the tests|not compared|the tests? (check|compare)|a test checks|"
+                         r"\bnbval\b|\bpytest\b|tests/test_", re.I)
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=ids(LESSONS))
+def test_no_test_bench_in_the_attendees_text(path):
+    """What the test suite compares is cell metadata (tags) and INSTRUCTORS.md, not lesson prose."""
+    found = BENCH_WORDS.search(markdown(path))
+    assert not found, f"{found.group(0)!r}: the lesson's text speaks of the tests"
