@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,33 @@ def test_a_misspelt_bfloat16_switch_is_explained(monkeypatch):
     monkeypatch.setenv("WORKSHOP_BFLOAT16", "maybe")
     with pytest.raises(workshop.data.WorkshopError, match="WORKSHOP_BFLOAT16"):
         workshop.device.cpu_autocast_dtype()
+
+
+SPIN = "import time\nend = time.time() + 20\nwhile time.time() < end: pass"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pins processes to a core (Linux)")
+def test_cpu_share_falls_when_another_program_is_busy():
+    """On one core shared with two spinning processes, PyTorch's one thread gets about a third of it."""
+    core, threads = {sorted(os.sched_getaffinity(0))[0]}, torch.get_num_threads()
+    saved = os.sched_getaffinity(0)
+    busy = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(2)]
+    try:
+        for process in busy:
+            os.sched_setaffinity(process.pid, core)
+        os.sched_setaffinity(0, core)
+        torch.set_num_threads(1)
+        share = workshop.device.cpu_share(seconds=1.0)
+    finally:
+        os.sched_setaffinity(0, saved)
+        torch.set_num_threads(threads)
+        for process in busy:
+            process.kill()
+            process.wait(timeout=10)
+    assert share < 0.75, f"a third of one core measured as {share:.0%}"
+    assert workshop.device.cpu_advice(share).startswith("Another program is using the CPU")
+    assert "torch.set_num_threads(1)" in workshop.device.cpu_advice(share)
+    assert workshop.device.cpu_advice(0.95, threads=2).startswith("The CPU is free")
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -4,8 +4,11 @@ lessons that use it introduce by name (lesson 00 writes out the same device choi
     pick_device          the accelerator (CUDA, MPS, ...) if present, else the CPU, with the reason
     cpu_autocast_dtype   torch.bfloat16 where this CPU computes it natively, else None
     cpu_path             one line on how this CPU trains
+    cpu_share            how much of the CPU PyTorch's threads get right now (1.0: all of it)
+    cpu_advice           one line on that share: what to do when another program is busy
 """
 import os
+import time
 
 import torch
 
@@ -54,3 +57,26 @@ def cpu_path():
     kind = "bfloat16 autocast" if dtype is not None else "float32"
     return (f"{torch.backends.cpu.get_cpu_capability()} kernels, {kind}, "
             f"{torch.get_num_threads()} threads")
+
+
+def cpu_share(seconds=0.5, size=512):
+    """How much of the CPU PyTorch's threads get right now, from 0 to 1: they multiply matrices
+    for `seconds`, and the CPU time this process got is divided by the wall time times the
+    number of threads. Another busy program takes its share of the cores, and this falls."""
+    threads = torch.get_num_threads()
+    a = torch.randn(size, size)
+    a @ a                                        # the first product sets up the threads
+    start, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds:
+        a @ a
+    return (time.process_time() - cpu) / ((time.perf_counter() - start) * threads)
+
+
+def cpu_advice(share, threads=None):
+    """One line: the CPU is free, or another program is using it and what to do."""
+    threads = threads or torch.get_num_threads()
+    if share >= 0.75:
+        return f"The CPU is free: PyTorch's {threads} threads got {share:.0%} of their cores."
+    return (f"Another program is using the CPU: PyTorch's {threads} threads got only {share:.0%} of "
+            f"their cores. Close it if you can; otherwise training runs slower, and "
+            f"torch.set_num_threads(1) is often faster while it runs.")
