@@ -7,7 +7,7 @@
 The plan comes from pytest's markers (pytest.ini), which each lesson sets in its notebook
 metadata and each test file in its `pytestmark`; there is no list of files to keep here:
   0. tools/export_lessons.py --check: the package's taught modules are their lessons' cells;
-  1. alone, one after the other: what is marked `timed` (it checks timings it measures);
+  1. alone, one after the other: what is marked `timed` (it prints timings it measures);
   2. then SIDE_BY_SIDE pytest runs at a time, the next starting when one ends: the tests that are
      not marked `processes`, those that are (torchrun jobs, JupyterLab, a browser), the other
      lessons; and the lessons marked `cpu_dependent` again on a second CPU path (see README.md,
