@@ -23,13 +23,20 @@ from workshop.data import data_root
 LAPTOP_PATH = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "WORKSHOP_BFLOAT16": "0"}
 
 
-def main(argv):
+def lesson_env(scratch):
+    """The kernels' environment: the laptop path, the data, the checkpoint, the offline adapter
+    (its IPython profile made under `scratch`)."""
     offline = lessons.REPO / "data" / "offline-copy"
     root = Path(os.environ.get("CIFAR10_ROOT") or (offline if offline.exists() else data_root()))
-    scratch = Path(tempfile.mkdtemp(prefix="execute-lessons-"))
-    env = dict(os.environ, **LAPTOP_PATH, CIFAR10_ROOT=str(root),
-               WORKSHOP_CHECKPOINT=os.environ.get("WORKSHOP_CHECKPOINT") or str(lessons.REPO / "build" / "execute-lessons" / "workshop_net.pt"),
-               IPYTHONDIR=str(offline_copy.kernel_profile(scratch)))
+    checkpoint = Path(os.environ.get("WORKSHOP_CHECKPOINT")
+                      or lessons.REPO / "build" / "execute-lessons" / "workshop_net.pt")
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    return dict(os.environ, **LAPTOP_PATH, CIFAR10_ROOT=str(root), WORKSHOP_CHECKPOINT=str(checkpoint),
+                IPYTHONDIR=str(offline_copy.kernel_profile(scratch)))
+
+
+def main(argv):
+    env = lesson_env(Path(tempfile.mkdtemp(prefix="execute-lessons-")))
     chosen = [p for p in lessons.lesson_paths() if not argv or any(p.stem.startswith(a) for a in argv)]
     for path in chosen:
         began = time.perf_counter()
