@@ -10,8 +10,9 @@ import pytest
 
 import workshop.fast
 from benchmarks import gpu_training
-from tools import export_lessons, make_navigation
-from workshop.lessons import NOTEBOOKS, cells, code, lesson_paths, markdown, source, tags
+from tools import export_lessons, lesson_time, make_navigation
+from workshop.lessons import (NOTEBOOKS, cells, code, going_deeper, heading, lesson_paths, markdown,
+                              read, source, tags)
 
 LESSONS = lesson_paths()
 EXPECTED = ["00-setup-check", "01-tensors", "02-data", "03-cnn", "04-loss-and-optimizer",
@@ -265,16 +266,54 @@ def test_every_expect_in_the_prose_is_in_the_output_below_it(path):
 
 
 def test_times_agree_between_lessons_readme_and_instructors():
-    """One figure per claim: the README's table gives each lesson's header time, and lesson 05's
-    training time reads the same in its header, the README and INSTRUCTORS.md."""
+    """Every lesson time is tools/lesson_time.py's prediction for the core path (word counts and
+    the committed compute timings, not this machine's clock): each lesson's header, the README's
+    table and INSTRUCTORS.md's 60-minute plan; lesson 05's training time reads the same in its
+    header, the README and INSTRUCTORS.md."""
     readme = (NOTEBOOKS.parent / "README.md").read_text()
     instructors = (NOTEBOOKS.parent / "INSTRUCTORS.md").read_text()
-    table = dict(re.findall(r"^\| (\d\d) \| .*\| (\d+) min \|$", readme, flags=re.M))
-    for path in LESSONS:
-        header = re.search(r"\*\*Time:\*\* (\d+) minutes", source(cells(path)[0]))
-        assert header and table.get(path.stem[:2]) == header.group(1), f"{path.stem}: README says {table.get(path.stem[:2])} min"
+    result = lesson_time.summary(lesson_time.table())
+    assert result["compute_measured"], "results/lesson-time.json lacks a lab lesson: run --run"
+    predicted = {n: round(r["core_minutes"]) for n, r in result["lessons"].items()}
+    table = {m[2]: int(m[3]) for m in lesson_time.README_ROW.finditer(readme)}
+    headers = {p.stem[:2]: lesson_time.HEADER.search(source(cells(p)[0])) for p in LESSONS}
+    assert table == predicted, "README's times: run python -m tools.lesson_time --write"
+    assert {n: int(m[2]) for n, m in headers.items() if m} == predicted, "lesson headers' times"
+    plan = {m[3]: (int(m[1]), int(m[2])) for m in lesson_time.PLAN_ROW.finditer(instructors)}
+    assert plan == lesson_time.lab_plan(result), "INSTRUCTORS.md's 60-minute plan"
     training = re.search(r"including (about \d+ minutes) of training", source(cells(LESSONS[5])[0])).group(1)
     assert f"trains for {training}" in readme and f"runs {training}" in instructors
+
+
+def test_the_lab_core_path_fits_an_hour():
+    """00-05's core path, with its core exercises (at most two a lesson, each under two minutes
+    of compute on the laptop path), predicts at most 60 minutes."""
+    result = lesson_time.summary(lesson_time.table())
+    assert result["core_minutes_00_05"] <= 60, result["core_minutes_00_05"]
+    seconds = lesson_time.stored_timings()["lessons"]
+    for path in LAB:
+        nb = read(path)
+        rows = lesson_time.count(nb)
+        assert rows["core"]["exercises"] <= 2, path.name
+        deeper = going_deeper(nb)
+        start = next(i for i, c in enumerate(cells(nb)) if "## Exercises" in source(c))
+        for i, cell in enumerate(cells(nb)[start:], start):
+            if cell["cell_type"] == "code" and i not in deeper:
+                assert seconds[path.name[:2]].get(cell["id"], 0) <= 120, f"{path.name} cell {i}"
+
+
+def test_lesson_time_counts_by_heading_level_and_leaves_solutions_out():
+    md = lambda text: {"cell_type": "markdown", "source": text, "metadata": {}}
+    nb = {"cells": [md("## Core\none two three"),
+                    md("## Going deeper: more\nfour five"),
+                    md("### Still deeper\nsix <details>hidden words here</details>"),
+                    md("## Core again\nseven\n\n**1.** Try it.")]}
+    parts = lesson_time.count(nb)
+    assert parts["deeper"]["words"] == 2 + 4 + 3 + 1         # headings count as read words
+    assert parts["core"]["words"] == 2 + 3 + 3 + 1 + 3 and parts["core"]["exercises"] == 1
+    assert lesson_time.minutes(parts["core"]) == 12 / 150 + 3
+    nb["cells"][2]["source"] = "## Still deeper"                 # as high as the Going deeper heading:
+    assert 2 not in going_deeper(nb)                             # it ends the fold
 
 
 # ------------------------------------------------------------ lesson 07's ablation, at full length
@@ -398,7 +437,7 @@ def test_an_exercise_answered_in_code_has_a_cell_to_write_it_in(path):
             assert has_cell, f"exercise {number}: its solution is code, and no cell is under it to write it in"
 
 
-BENCH_WORDS = re.compile(r"compared by the tests|not compared|the tests? (check|compare)|a test checks|"
+BENCH_WORDS = re.compile(r"compared by the tests|not compared|the tests? (check|compare)|a (unit )?test checks|"
                          r"\bnbval\b|\bpytest\b|tests/test_", re.I)
 
 
@@ -407,3 +446,61 @@ def test_no_test_bench_in_the_attendees_text(path):
     """What the test suite compares is cell metadata (tags) and INSTRUCTORS.md, not lesson prose."""
     found = BENCH_WORDS.search(markdown(path))
     assert not found, f"{found.group(0)!r}: the lesson's text speaks of the tests"
+
+
+def names_bound_and_read(text):
+    """(names a cell binds, names it reads before binding them itself), from its syntax tree."""
+    tree = ast.parse(text)
+    bound, read = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, ast.Store) else read).add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return bound, read
+
+
+def core_reads_from_going_deeper(nb):
+    """(cell index, name) for each core code cell that reads a name which, above it, only a
+    Going deeper cell binds: a learner who leaves the folded sections unrun would meet a
+    NameError there."""
+    deeper, core_bound, deeper_bound, found = going_deeper(nb), set(), set(), []
+    for i, cell in enumerate(cells(nb)):
+        if cell["cell_type"] != "code":
+            continue
+        bound, read = names_bound_and_read(source(cell))
+        if i in deeper:
+            deeper_bound |= bound
+            continue
+        found += [(i, name) for name in sorted(read & deeper_bound - core_bound - bound)]
+        core_bound |= bound
+    return found
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=ids(LESSONS))
+def test_the_core_path_runs_without_the_going_deeper_sections(path):
+    assert core_reads_from_going_deeper(read(path)) == []
+
+
+def test_a_core_cell_that_needs_a_going_deeper_cell_is_found():
+    nb = {"cells": [{"cell_type": "markdown", "source": "## Going deeper: extra"},
+                    {"cell_type": "code", "source": "extra = 1"},
+                    {"cell_type": "markdown", "source": "## Core again"},
+                    {"cell_type": "code", "source": "print(extra + 1)"}]}
+    assert core_reads_from_going_deeper(nb) == [(3, "extra")]
+    nb["cells"][2]["source"] = "### Core again"          # a lower heading stays in the fold
+    assert core_reads_from_going_deeper(nb) == []
+
+
+@pytest.mark.parametrize("path", LESSONS[:6], ids=ids(LESSONS[:6]))
+def test_going_deeper_sections_open_folded_and_say_they_are_optional(path):
+    nb = read(path)
+    starts = [c for c in cells(nb) if (heading(c) or (0, ""))[1].startswith("Going deeper")]
+    assert starts, "the lab's lessons each have optional sections"
+    for cell in starts:
+        assert cell["metadata"].get("jp-MarkdownHeadingCollapsed") is True, source(cell)[:60]
+    assert "**Going deeper**" in markdown(LESSONS[0]) and "optional" in markdown(LESSONS[0])

@@ -3,13 +3,15 @@
 
     python -m tools.lesson_time            # the table, from the lessons and the stored timings
     python -m tools.lesson_time --run      # first time every lesson's cells on this CPU's laptop path
+    python -m tools.lesson_time --write    # write the minutes into the lessons, README and INSTRUCTORS
 
 A lesson's minutes are its reading (markdown words at 150 a minute; exercise solutions, which
 sit in closed <details>, are not read), its compute (the seconds its code cells ran, measured by
 `--run` and stored in results/lesson-time.json with the machine they ran on) and its exercises
 (EXERCISE_MINUTES each). The core path leaves out the "Going deeper" sections (see
-workshop.lessons.going_deeper): their words, cells and exercises are counted apart. The README's
-and INSTRUCTORS.md's lesson times quote this table; tests/test_lessons.py checks that they do.
+workshop.lessons.going_deeper): their words, cells and exercises are counted apart. Each lesson's
+"**Time:** about N minutes", the README's table and INSTRUCTORS.md's 60-minute plan quote the core
+minutes (`--write` puts them there); tests/test_lessons.py checks that they agree.
 The last line is JSON: per lesson, and `core_minutes_00_05` / `full_minutes_00_05` for the lab.
 """
 import argparse
@@ -92,6 +94,7 @@ def measure(numbers):
                             capture_output=True, text=True).stdout.strip()
     stored["measured_on"] = {"cpu_capability": "AVX2 (forced, as on most laptops)",
                              "cores": os.cpu_count(), "machine": platform.machine(),
+                             "host_cpu_capability": torch.backends.cpu.get_cpu_capability(),
                              "torch": torch.__version__, "commit": commit}
     for path in lessons.lesson_paths():
         if numbers and path.name[:2] not in numbers:
@@ -126,10 +129,47 @@ def summary(rows):
                             "deeper_minutes": r["deeper"]["minutes"]} for n, r in rows.items()}}
 
 
+HEADER = re.compile(r"(\*\*Time:\*\* about )(\d+)( minutes)")
+README_ROW = re.compile(r"^(\| (\d\d) \| .*\| )(\d+)( min \|)$", flags=re.M)
+PLAN_ROW = re.compile(r"^\| (\d+)–(\d+) \| (\d\d|Wrap-up)\b", flags=re.M)
+
+
+def lab_plan(result):
+    """The 60-minute plan: {lesson number: (start, end)}, minutes from the start, then the
+    wrap-up to 60; each lesson's span is its core minutes, rounded as they add up."""
+    plan, elapsed = {}, 0.0
+    for number in LAB:
+        start = round(elapsed)
+        elapsed += result["lessons"][number]["core_minutes"]
+        plan[number] = (start, round(elapsed))
+    plan["Wrap-up"] = (round(elapsed), 60)
+    return plan
+
+
+def write(result):
+    """Put the core minutes into each lesson's header, the README's table and the plan."""
+    minutes = {n: round(r["core_minutes"]) for n, r in result["lessons"].items()}
+    for path in lessons.lesson_paths():
+        nb = lessons.read(path)
+        title = nb["cells"][0]
+        text = HEADER.sub(lambda m: f"{m[1]}{minutes[path.name[:2]]}{m[3]}", lessons.source(title))
+        if text != lessons.source(title):
+            title["source"] = text.splitlines(keepends=True)
+            lessons.write(nb, path)
+    readme = lessons.REPO / "README.md"
+    readme.write_text(README_ROW.sub(lambda m: f"{m[1]}{minutes.get(m[2], m[3])}{m[4]}", readme.read_text()))
+    plan = lab_plan(result)
+    instructors = lessons.REPO / "INSTRUCTORS.md"
+    instructors.write_text(PLAN_ROW.sub(lambda m: "| {}–{} | {}".format(*plan[m[3]], m[3]),
+                                        instructors.read_text()))
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", nargs="*", metavar="NN",
                         help="first time these lessons (default: all) on this CPU")
+    parser.add_argument("--write", action="store_true",
+                        help="write the core minutes into the lessons, README.md and INSTRUCTORS.md")
     args = parser.parse_args(argv)
     if args.run is not None:
         measure(set(args.run))
@@ -143,6 +183,8 @@ def main(argv):
               f"{c['minutes']:8.1f}   {d['words']:5} {d['code_cells']:3} {d['compute_s']:5.0f} s "
               f"{d['exercises']:3} {d['minutes']:6.1f}")
     result = summary(rows)
+    if args.write:
+        write(result)
     print(f"lab {LAB[0]}-{LAB[-1]}: core path {result['core_minutes_00_05']} min, with every "
           f"Going deeper section {result['full_minutes_00_05']} min"
           + ("" if result["compute_measured"] else " (compute not measured: run with --run)"))
