@@ -30,6 +30,7 @@ SHOTS = REPO / "build" / "screenshots"
 import conftest
 import run
 from tools import build_slides, make_attendee_copies, run_tests
+from workshop import lessons
 
 pytestmark = pytest.mark.processes          # JupyterLab and a browser
 
@@ -299,6 +300,20 @@ def test_slides_carry_their_figures_and_working_links():
         assert "white-space: pre-wrap" in html, "long lines wrap"
     with_figure = (build_slides.OUT / "01-tensors.slides.html").read_text()
     assert with_figure.count("data:image/png;base64,") >= 2, "lesson 01's figure is embedded"
+
+
+def test_going_deeper_stays_folded_in_the_slides_and_the_attendee_copies():
+    """A deck shows each Going deeper section as its heading and a line saying it is optional;
+    an attendee's copy keeps the metadata that makes JupyterLab open it folded."""
+    lesson = NOTEBOOKS / "05-training-on-cpu.ipynb"
+    deck = build_slides.build([lesson])[0].read_text()
+    assert "the tutorial&#39;s loop" in deck or "the tutorial's loop" in deck, "the heading stays"
+    assert "running_loss" not in deck, "the folded section's code is not on a slide"
+    assert build_slides.FOLDED_NOTE.strip().strip("*") in deck
+    assert "The training loop" in deck, "the core path is on the slides"
+    copy = make_attendee_copies.attendee_copy(lessons.read(lesson))
+    folded = [c for c in copy["cells"] if c["metadata"].get("jp-MarkdownHeadingCollapsed")]
+    assert folded and all(lessons.heading(c)[1].startswith("Going deeper") for c in folded)
 
 
 # ------------------------------------------------------------------ in a real browser

@@ -11,6 +11,9 @@ The decks load reveal.js, require.js and jQuery from build/slides/assets/, fetch
 `npm pack` (Node.js's npm), so they also work offline in a classroom. Without npm the decks
 point at the public CDN instead and need internet to display.
 
+Going deeper sections stay folded, as in JupyterLab: the deck shows each one's heading with a
+line saying it is optional, and skips its cells (slide type `skip`); the notebook has them.
+
 Made for presenting: the lessons' figures are embedded in the deck (so it can be copied
 anywhere), relative links point from build/slides/ to the same files (a link to another lesson
 opens that lesson's deck), and long lines of code and output wrap instead of running off the
@@ -29,7 +32,9 @@ from pathlib import Path
 
 from nbconvert import SlidesExporter
 
-from workshop.lessons import lesson_paths
+import nbformat
+
+from workshop.lessons import going_deeper, heading, lesson_paths
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "build" / "slides"
@@ -100,13 +105,31 @@ def fix_paths(html, folder):
     return html.replace("</head>", WRAP + "</head>", 1)
 
 
+FOLDED_NOTE = "\n\n*Optional: this section is folded in the notebook, which has its cells.*"
+
+
+def folded(nb):
+    """The notebook as the deck shows it: each Going deeper section reduced to its heading."""
+    deeper = going_deeper(nb)
+    for i, cell in enumerate(nb.cells):
+        if i not in deeper:
+            continue
+        found = heading(cell)
+        if found and found[1].startswith("Going deeper"):
+            cell.source = f"{'#' * found[0]} {found[1]}" + FOLDED_NOTE
+        else:
+            cell.metadata.setdefault("slideshow", {})["slide_type"] = "skip"
+    return nb
+
+
 def build(notebooks):
     OUT.mkdir(parents=True, exist_ok=True)
     # reveal_scroll: a section longer than the screen scrolls instead of being cut off
     exporter = SlidesExporter(reveal_scroll=True, **(LOCAL if fetch_assets() else {}))
     written = []
     for path in notebooks:
-        body, _ = exporter.from_filename(str(path))
+        nb = folded(nbformat.read(str(path), as_version=4))
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"path": str(Path(path).parent)}})
         body = fix_paths(body, Path(path).resolve().parent)
         target = OUT / f"{Path(path).stem}.slides.html"
         target.write_text(body, encoding="utf-8")
