@@ -6,6 +6,7 @@ whose point is a second run with something changed. Solutions that are about tim
 learner's own machine (lesson 02 exercise 3, lesson 08 exercise 1) or that retrain for minutes
 (lesson 05 exercises 2 and 3, whose loss claim a unit test checks) are not repeated here.
 """
+import re
 import time
 import urllib.error
 import urllib.request
@@ -109,6 +110,24 @@ def test_lesson_08_exercises_2_and_3_rank_0_killed_before_any_checkpoint(tmp_pat
     assert "rank 0: killing myself at epoch 1, step 2" in printed and "resumed" not in printed
     assert result["restarts"] == 1 and result["epochs"] == 2
     assert "256 images per process per step, 512 per step in all" in printed and "lr 0.4" in printed
+
+
+def test_lesson_08_exercise_3_diverges_and_a_longer_warm_up_fixes_it(tmp_path, monkeypatch):
+    """Exercise 3's solution: the call as written (16 steps, 4 of warm-up, peak lr 0.4) ends with a
+    train loss above the 2.30 of even guessing and chance accuracy; the same batch on all 50,000
+    images (97 steps, 24 of warm-up) learns."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torchrun = ["--standalone", "--nproc-per-node=2"]
+    call = ["--epochs", "1", "--batch-size", "512", "--test-images", "2000", "--cpu"]
+    code, printed, why, short = test_distributed.launch(tmp_path, torchrun, [*call, "--train-images", "8192"], "short")
+    assert code == 0, why
+    loss = float(re.search(r"train loss ([\d.]+)", printed).group(1))
+    assert "16 steps per epoch, lr 0.4" in printed
+    assert loss > 2.5 and short["test_acc"] < 0.2, (loss, short["test_acc"])
+    code, printed, why, long = test_distributed.launch(tmp_path, torchrun, call, "long")
+    assert code == 0, why
+    assert "97 steps per epoch, lr 0.4" in printed
+    assert long["test_acc"] > 0.3, long["test_acc"]
 
 
 def test_lesson_08_exercise_4_without_restarts_the_job_stops_and_says_so(tmp_path, monkeypatch):
