@@ -282,7 +282,7 @@ def test_every_figure_and_link_in_the_lessons_resolves(folder, tmp_path):
     assert not dead, "\n".join(dead)
 
 
-@pytest.mark.parametrize("page", ["README.md", "INSTRUCTORS.md"])
+@pytest.mark.parametrize("page", ["README.md", "INSTRUCTORS.md", "GLOSSARY.md"])
 def test_every_link_on_the_repository_pages_resolves(page):
     dead = [t for t in relative_links((REPO / page).read_text()) if not (REPO / t).exists()]
     assert not dead, f"{page} links to missing {dead}"
@@ -339,7 +339,7 @@ def lab(tmp_path_factory, chromium):
                JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"))
     root = home / "workshop"                       # the repository as a learner has it
     root.mkdir()
-    for name in ("README.md", "INSTRUCTORS.md", "LICENSE"):
+    for name in ("README.md", "INSTRUCTORS.md", "GLOSSARY.md", "LICENSE"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "images", root / "images")
     shutil.copytree(NOTEBOOKS, root / "notebooks", ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))

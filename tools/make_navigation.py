@@ -25,6 +25,7 @@ SHORT_TITLES = {
     "08-scaling-out": "Scaling out",
 }
 ALL_LESSONS = "[All lessons](../README.md)"
+GLOSSARY = "[Glossary](../GLOSSARY.md)"
 
 
 def lessons():
@@ -38,7 +39,7 @@ def label(path):
 
 
 def navigation(paths, i):
-    parts = [ALL_LESSONS]
+    parts = [ALL_LESSONS, GLOSSARY]
     if i > 0:
         parts.insert(0, f"[← {label(paths[i - 1])}]({paths[i - 1].name})")
     if i + 1 < len(paths):
