@@ -12,9 +12,8 @@ run from building the model to the last step, after torch.cuda.synchronize(); th
 already normalised on the device. Test accuracy averages six views of each test image (mirror
 and one-pixel shifts, workshop.fast.predict_shifted), as lesson 07 does.
 
---quick trains lesson 07's shortened CPU version (FAST_RECIPE_SHORT: 4,000 images, 2 epochs,
-1,000 test images):
-a smoke test, not a measurement. The last line printed is one JSON object.
+--quick trains lesson 07's rehearsal (FAST_RECIPE_SHORT: CpuNet, 4,000 images, 2 epochs, 1,000
+test images): a smoke test, not a measurement. The last line printed is one JSON object.
 
 --against airbench also trains the published airbench94 (the `airbench` package from PyPI, its
 `train94` with its own settings; `pip install -r benchmarks/requirements.txt`, never needed by
@@ -26,10 +25,11 @@ train94 after one untimed warm-up run, and its accuracy with its own test-time a
 airbench_mean_train_s and time_ratio = workshop / airbench. airbench trains on CUDA only.
 
 --ablation FILE trains lesson 07's ablation at the benchmark's length, for every seed: the full
-recipe, then one ingredient switched off at a time (ABLATION), and writes FILE: device, date,
+recipe, then one ingredient switched off at a time (workshop.fast.ablation_rows, lesson 07's rows
+for this recipe), and writes FILE: device, date,
 torch, seeds, and for each row the accuracies, their mean and their spread (standard deviation).
-Lesson 07's own CPU run is too short to show these effects; tests/test_lessons.py checks every
-stored file against the lesson's claim that each ingredient helps.
+tests/test_lessons.py checks every stored file against the lesson's claim that each ingredient
+helps on a GPU. (The CPU path's ablation is benchmarks/cpu_training.py --ablation.)
 Data: $CIFAR10_ROOT, else the repo's data/ (see README.md).
 """
 import argparse
@@ -109,23 +109,15 @@ def airbench_runs(seeds, train_data, test_data):
     return results
 
 
-# lesson 07's ablation: what each row switches off (train_fast's switches, or a recipe change)
-ABLATION = {"no whitening": dict(whiten=False), "no crops or flips": dict(augment=False),
-            "no identity initialisation": dict(identity=False),
-            "no weight averaging": dict(recipe_change=dict(lookahead_from=1))}
-
-
 def ablation_runs(seeds, recipe, data, test, amp_dtype, full):
-    """{row: [accuracy per seed]}: the full recipe's (`full`, already measured), then each row of ABLATION."""
+    """{row: [accuracy per seed]}: the full recipe's (`full`, already measured), then each row of
+    lesson 07's ablation (workshop.fast.ablation_rows: train_fast's arguments for this recipe)."""
     rows = {"full recipe": [round(a, 4) for a in full]}
-    for name, switches in ABLATION.items():
-        switches = dict(switches)
-        row_recipe = dict(recipe, **switches.pop("recipe_change", {}))
+    for name, switches in workshop.fast.ablation_rows(recipe).items():
         rows[name] = []
         for seed in seeds:
-            model = workshop.fast.train_fast(*data, row_recipe, seed=seed, autocast_dtype=amp_dtype, **switches)
-            scores = workshop.fast.predict_shifted(model, test[0], autocast_dtype=amp_dtype)
-            rows[name].append(round(workshop.training.accuracy(scores, test[1]), 4))
+            model = workshop.fast.train_fast(*data, seed=seed, autocast_dtype=amp_dtype, **switches)
+            rows[name].append(round(workshop.fast.evaluate(model, *test, 6, amp_dtype), 4))
         print(f"ablation, {name}: {rows[name]}", flush=True)
     return rows
 

@@ -13,6 +13,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
+import workshop.fast
 from benchmarks import gpu_training
 from tools import gpu_run
 
@@ -32,7 +33,7 @@ def test_gpu_run_dry_run_rehearses_every_step(tmp_path, cifar10_root):
     assert (tmp_path / "gpu-cpu.png").stat().st_size > 1000
     ablation = json.loads((tmp_path / "ablation-cpu.json").read_text())   # the form, not the claim:
     assert ablation["seeds"] == [0] and ablation["date"] and ablation["device"]   # too short a run
-    assert list(ablation["rows"]) == ["full recipe", *gpu_training.ABLATION]
+    assert list(ablation["rows"]) == ["full recipe", *workshop.fast.ablation_rows(workshop.fast.FAST_RECIPE_SHORT)]
     assert ablation["rows"]["full recipe"]["accs"] == bench["accs"]
     assert all(set(row) == {"accs", "mean", "spread"} for row in ablation["rows"].values())
     assert "README lines to paste:" in done.stdout and json.dumps(bench) in done.stdout

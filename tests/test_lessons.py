@@ -6,10 +6,10 @@ import ast
 import json
 import re
 
+import numpy as np
 import pytest
 
 import workshop.fast
-from benchmarks import gpu_training
 from tools import export_lessons, lesson_time, make_navigation
 from workshop.lessons import (NOTEBOOKS, cells, code, going_deeper, heading, lesson_paths, markdown,
                               read, source, tags)
@@ -321,31 +321,41 @@ def test_lesson_time_counts_by_heading_level_and_leaves_solutions_out():
 RESULTS = NOTEBOOKS.parent / "results"
 
 
-def lesson_ablation():
-    """Lesson 07's `switched_off` rows, evaluated: {row: the arguments its run passes}."""
-    cell = next(source(c) for c in cells(NOTEBOOKS / "07-fast-training.ipynb") if "switched_off = {" in source(c))
-    node = next(n for n in ast.parse(cell).body if isinstance(n, ast.Assign) and n.targets[0].id == "switched_off")
-    base = dict(workshop.fast.FAST_RECIPE)
-    return eval(compile(ast.Expression(node.value), "lesson 07", "eval"), {"dict": dict, "recipe": base})
+CPU_ABLATION = RESULTS / "cpu-ablation.json"
+VERDICT = re.compile(r"^- \*\*(.+?)\*\*: ([+-]\d+\.\d) points, (an effect|within the spread)", re.M)
 
 
-def what_is_switched_off(row, recipe_key):
-    """(the training switches, the recipe settings changed from lesson 07's recipe) of one row."""
-    row, base = dict(row), workshop.fast.FAST_RECIPE
-    changed = row.pop(recipe_key, None)
-    if recipe_key == "recipe":
-        changed = {k: v for k, v in (changed or base).items() if base.get(k) != v}
-    return row, changed or {}
+def cpu_ablation_rows(measured):
+    """(name, difference from the full recipe in points, verdict) of each row of the stored CPU
+    ablation, as lesson 07's table cell computes them."""
+    full = measured["rows"]["full recipe"]["accs"]
+    for name, row in measured["rows"].items():
+        if name != "full recipe":
+            difference = 100 * (np.mean(row["accs"]) - np.mean(full))
+            noise = 100 * (np.std(row["accs"]) + np.std(full))
+            yield name, difference, "an effect" if abs(difference) > noise else "within the spread"
 
 
-def test_the_ablation_rows_are_the_lessons():
-    """The benchmark that measures lesson 07's ablation at full length switches off what the
-    lesson does, row by row: the same training switches and the same recipe changes."""
-    lesson = lesson_ablation()
-    assert list(lesson) == list(gpu_training.ABLATION)
-    for name, row in lesson.items():
-        assert what_is_switched_off(row, "recipe") == what_is_switched_off(
-            gpu_training.ABLATION[name], "recipe_change"), f"{name}: the benchmark switches off something else"
+def test_the_cpu_ablation_is_of_the_lessons_recipe_and_rows():
+    """results/cpu-ablation.json (benchmarks/cpu_training.py --ablation) measured lesson 07's CPU
+    recipe as it is now, three seeds per row, every row of ablation_rows and the test-time views."""
+    measured = json.loads(CPU_ABLATION.read_text())
+    recipe = json.loads(json.dumps(workshop.fast.FAST_RECIPE_CPU))          # tuples as JSON has them
+    assert measured["recipe"] == recipe, "the lesson's CPU recipe changed: measure the ablation again"
+    assert measured["seeds"] == [0, 1, 2] and measured["autocast"] == "bfloat16"
+    assert list(measured["rows"]) == ["full recipe", *workshop.fast.ablation_rows(workshop.fast.FAST_RECIPE_CPU),
+                                      "test: image and mirror only", "test: image alone"]
+    for row in measured["rows"].values():
+        assert len(row["accs"]) == 3 and row["mean"] == pytest.approx(np.mean(row["accs"]), abs=1e-4)
+
+
+def test_lesson_07_says_what_the_cpu_ablation_measured():
+    """Every sentence of lesson 07 that says how much an ingredient matters on the CPU path
+    ('- **row**: -1.2 points, an effect') agrees with the stored ablation, and every row has one."""
+    text = "\n".join(source(c) for c in cells(NOTEBOOKS / "07-fast-training.ipynb") if c["cell_type"] == "markdown")
+    said = {name: (float(points), verdict) for name, points, verdict in VERDICT.findall(text)}
+    measured = {name: (round(d, 1), v) for name, d, v in cpu_ablation_rows(json.loads(CPU_ABLATION.read_text()))}
+    assert said == measured
 
 
 def test_stored_ablations_show_that_every_ingredient_helps():

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -215,6 +216,55 @@ def test_random_crop_and_mirror_half(small_data):
     assert torch.all(flipped | same) and 0.35 < flipped.float().mean() < 0.65
 
 
+def test_random_crop_works_at_the_low_resolution(small_data):
+    """The CPU path's first epochs crop 24x24 images: every crop is one of the 25 windows of its
+    padded image, of the image's own size."""
+    x = torch.nn.functional.interpolate(workshop.training.normalize(small_data[0][:64]), size=24,
+                                        mode="bilinear", antialias=True)
+    crops = workshop.fast.random_crop(x, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    assert crops.shape == x.shape
+    for i in range(4):
+        assert any(torch.equal(crops[i], padded[i, :, dy:dy + 24, dx:dx + 24]) for dy in range(5) for dx in range(5))
+
+
+def test_cpu_net_takes_any_size_and_starts_as_an_identity():
+    """CpuNet: 10 scores from 32x32 and 24x24 images (the low-resolution epochs), lesson 07's
+    frozen batch-norm scales, and convolutions that pass their input through after identity_init."""
+    net = workshop.fast.CpuNet().eval()
+    assert all(tuple(net(torch.randn(2, 3, s, s)).shape) == (2, 10) for s in (32, 24))
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 5 and all(not m.weight.requires_grad for m in norms)
+    workshop.fast.identity_init(net)
+    for conv in (m for m in net.layers.modules() if isinstance(m, torch.nn.Conv2d)):
+        x = torch.randn(1, conv.in_channels, 5, 5)
+        assert torch.allclose(conv(x)[:, :conv.in_channels], x, atol=1e-6)
+    assert isinstance(workshop.fast.fast_model(torch.randn(64, 3, 32, 32), "CpuNet"), workshop.fast.CpuNet)
+
+
+def test_ablation_rows_switch_off_one_ingredient_each():
+    """Lesson 07's ablation_rows: each row differs from its recipe in one ingredient, and a row
+    that changes nothing for a recipe (low resolution, on the GPU recipe) is left out."""
+    fast = workshop.fast
+    for recipe in (fast.FAST_RECIPE, fast.FAST_RECIPE_CPU, fast.FAST_RECIPE_CPU_FLOAT32):
+        for name, args in fast.ablation_rows(recipe).items():
+            changed = [k for k, v in args["recipe"].items() if recipe[k] != v]
+            assert len(changed) + len(set(args) - {"recipe"}) == 1, (name, changed)
+    assert list(fast.ablation_rows(fast.FAST_RECIPE)) == [n for n in fast.ABLATION if "low-resolution" not in n]
+    assert list(fast.ablation_rows(fast.FAST_RECIPE_CPU)) == list(fast.ABLATION)
+
+
+def test_evaluate_scores_six_two_or_one_views(small_data):
+    """evaluate's views are predict_shifted's six, predict's image and mirror, and the image alone."""
+    images, labels = small_data[0][:40], small_data[1][:40]
+    model = workshop.fast.CpuNet().eval()
+    scores = {6: workshop.fast.predict_shifted(model, images), 2: workshop.training.predict(model, images),
+              1: workshop.training.predict(model, images, mirror=False)}
+    for views, s in scores.items():
+        assert workshop.fast.evaluate(model, images, labels, views) == workshop.training.accuracy(s, labels)
+    assert not torch.allclose(scores[6], scores[1])
+
+
 def test_fast_optimizer_groups_and_schedule():
     model = workshop.fast.fast_model(torch.randn(64, 3, 32, 32))
     optimizer, scheduler = workshop.fast.fast_optimizer(model, steps=100)
@@ -294,18 +344,41 @@ def test_cpu_benchmark_prints_its_json_last(cifar10_root):
     """A smoke run on 512 training and 500 test images: the figures come out, in the promised form."""
     done = subprocess.run(   # the tutorial's half reads the offline copy through torchvision
         offline_copy.script_command(REPO / "benchmarks" / "cpu_training.py", "--train-images", "512",
-                                    "--test-images", "500", "--epochs", "1", "--tutorial-epochs", "1", "--float32"),
+                                    "--test-images", "500", "--epochs", "1", "--tutorial-epochs", "1", "--float32",
+                                    "--fast", "--fast-epochs", "2"),
         capture_output=True, text=True, timeout=600, cwd=REPO, env=dict(os.environ))
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(result) == {"tutorial_s", "tutorial_acc", "workshop_s", "workshop_acc", "time_ratio",
+                           "fast_s", "fast_acc", "fast_ratio", "fast_vs_workshop_time",
                            "cpu_capability", "autocast", "threads", "torch", "commit"}
+    assert "fast (lesson 07, CpuNet): 2 epochs" in done.stdout
+    assert result["fast_ratio"] == pytest.approx(result["fast_s"] / result["tutorial_s"], abs=0.02)
     assert result["autocast"] is None, "--float32 keeps float32 even where the CPU has bfloat16"
     assert result["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert result["threads"] == torch.get_num_threads() and result["torch"] == torch.__version__
     assert 0 <= result["workshop_acc"] <= 1 and result["tutorial_s"] > 0
     # the seconds are printed rounded to 0.01 s, the ratio is computed before rounding
     assert result["time_ratio"] == pytest.approx(result["workshop_s"] / result["tutorial_s"], abs=0.02)
+
+
+def test_cpu_benchmark_ablation_writes_every_row_for_every_seed(cifar10_root, tmp_path):
+    """--ablation: lesson 07's rows for the CPU recipe, each seed's accuracy, and mean and spread,
+    with the machine and versions that measured them (a smoke run: 512 images, 2 epochs)."""
+    out = tmp_path / "ablation.json"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "cpu_training.py"), "--ablation", str(out), "--seeds", "0", "1",
+         "--train-images", "512", "--test-images", "200", "--fast-epochs", "2", "--float32"],
+        capture_output=True, text=True, timeout=600, cwd=REPO, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr[-2000:]
+    measured = json.loads(out.read_text())
+    recipe = workshop.fast.FAST_RECIPE_CPU_FLOAT32
+    assert list(measured["rows"]) == ["full recipe", *workshop.fast.ablation_rows(recipe),
+                                      "test: image and mirror only", "test: image alone"]
+    assert measured["seeds"] == [0, 1] and measured["autocast"] is None and measured["recipe"]["epochs"] == 2
+    for row in measured["rows"].values():
+        assert len(row["accs"]) == 2 and row["std"] == pytest.approx(np.std(row["accs"]), abs=1e-4)
+    assert measured["torch"] == torch.__version__ and "cores" in measured["machine"]
 
 
 def test_the_checkpoint_path_follows_the_environment_at_every_call(monkeypatch, tmp_path):

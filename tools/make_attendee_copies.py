@@ -32,7 +32,7 @@ SOURCE = lessons.NOTEBOOKS
 OUT = lessons.REPO / "attendee"
 DETAILS = re.compile(r"\n?<details>.*?</details>\n?", flags=re.S)
 ANSWER_HERE = "# Your answer here\n"
-PAGES = ("README.md", "INSTRUCTORS.md", "GLOSSARY.md", "images")   # what the lessons link to, one folder up
+PAGES = ("README.md", "INSTRUCTORS.md", "GLOSSARY.md", "images", "results")   # what the lessons use, one folder up
 OLD_MODULES = ("workshop.py", "cifar10_data.py", "ddp_train.py", "ddp_launch.py")
 
 

@@ -1,6 +1,6 @@
 """Lesson 07 · Bonus: 94% on CIFAR-10 in seconds: the fast-training recipe, as the lesson writes them out.
 
-    FAST_RECIPE, FAST_RECIPE_SHORT, random_crop, mirror_half, whitening_weights, fast_norm, fast_block, FastNet, identity_init, fast_model, fast_optimizer, lookahead, fast_epoch, train_fast, predict_shifted
+    FAST_RECIPE, FAST_RECIPE_CPU, FAST_RECIPE_CPU_FLOAT32, FAST_RECIPE_SHORT, random_crop, mirror_half, whitening_weights, fast_norm, fast_block, FastNet, cpu_block, CpuNet, identity_init, fast_model, fast_optimizer, lookahead, fast_epoch, train_fast, predict_shifted, evaluate, ABLATION, ablation_rows
 
 Made from the cells tagged 'export' in notebooks/07-fast-training.ipynb by tools/export_lessons.py:
 edit the lesson, then run that tool; tests fail while the two disagree.
@@ -10,16 +10,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from workshop.training import predict
+from workshop.training import accuracy, predict
 
 
 # lesson 07, The recipe's settings
 FAST_RECIPE = dict(
+    net="FastNet",              # the network, by name: FastNet on a GPU, CpuNet (below) on a CPU
     epochs=10,                  # the published speed-run reaches 94% in 9.9 passes
     batch_size=1024,            # 48 steps per epoch
     lr=1.5,                     # peak learning rate, for the mean loss over a batch
-    momentum=0.85,
-    nesterov=True,
+    momentum=0.85, nesterov=True,
     weight_decay=1.33e-3,       # times lr: at the peak every weight shrinks by 0.2% per step
     bias_lr_scale=64,           # batch-norm biases learn 64 times faster, with the same decay per step
     schedule=(0.2, 0.23, 0.07),  # lr factor at the start, where the peak falls (fraction of steps), at the end
@@ -27,21 +27,30 @@ FAST_RECIPE = dict(
     whiten_bias_epochs=3,       # the whitening layer's bias trains in the first 3 epochs only
     lookahead_from=0.3,         # weight averaging starts after 30% of the steps ...
     lookahead_every=5,          # ... and pulls the weights to their average every 5 steps
+    low_res_epochs=0, low_res=24,  # epochs trained on images shrunk to low_res pixels (the CPU path)
 )
 
 
-# lesson 07, The recipe's settings
-FAST_RECIPE_SHORT = dict(FAST_RECIPE, epochs=2, batch_size=128, lr=0.2)
+# lesson 07, On a CPU: all 50,000 images, a network shaped for two cores
+FAST_RECIPE_CPU = dict(FAST_RECIPE, net="CpuNet", epochs=8, batch_size=512, lr=1.0, low_res_epochs=5, low_res=20)
+
+
+# lesson 07, On a CPU: all 50,000 images, a network shaped for two cores
+FAST_RECIPE_CPU_FLOAT32 = dict(FAST_RECIPE_CPU, epochs=4, low_res_epochs=3)
+
+
+# lesson 07, On a CPU: all 50,000 images, a network shaped for two cores
+FAST_RECIPE_SHORT = dict(FAST_RECIPE_CPU, epochs=2, batch_size=128, lr=0.2, low_res_epochs=1)
 
 
 # lesson 07, Random crops for the whole dataset, on the device, in one go
 def random_crop(images, generator, pad=2):
-    n, device = len(images), images.device
+    n, size, device = len(images), images.shape[-1], images.device
     padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
-    steps = torch.arange(32, device=device)
+    steps = torch.arange(size, device=device)
     dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=generator).to(device)
-    rows = (dy + steps).view(n, 1, 32, 1).expand(n, images.shape[1], 32, 32 + 2 * pad)
-    cols = (dx + steps).view(n, 1, 1, 32).expand(n, images.shape[1], 32, 32)
+    rows = (dy + steps).view(n, 1, size, 1).expand(n, images.shape[1], size, size + 2 * pad)
+    cols = (dx + steps).view(n, 1, 1, size).expand(n, images.shape[1], size, size)
     return padded.gather(2, rows).gather(3, cols)
 
 
@@ -102,6 +111,35 @@ class FastNet(nn.Module):
         return self.layers(self.whiten(x)) * self.logit_scale
 
 
+# lesson 07, On a CPU, a network shaped for two cores
+def cpu_block(c_in, c_out, pool=True, second=False):
+    layers = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)]
+    layers += [nn.MaxPool2d(2)] if pool else []
+    layers += [fast_norm(c_out), nn.ReLU()]
+    if second:
+        layers += [nn.Conv2d(c_out, c_out, kernel_size=3, padding=1, bias=False), fast_norm(c_out), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+# lesson 07, On a CPU, a network shaped for two cores
+class CpuNet(nn.Module):
+    def __init__(self, widths=(24, 96, 192, 384), logit_scale=1 / 9):
+        super().__init__()
+        self.whiten = nn.Conv2d(3, 24, kernel_size=2)
+        self.layers = nn.Sequential(
+            nn.ReLU(),
+            cpu_block(24, widths[0]),                     # 31 -> 15 pixels
+            cpu_block(widths[0], widths[1]),              # 15 -> 7
+            cpu_block(widths[1], widths[2], second=True),  # 7 -> 3, then a second convolution
+            cpu_block(widths[2], widths[3], pool=False),  # 3
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(widths[3], 10, bias=False),
+        )
+        self.logit_scale = logit_scale
+
+    def forward(self, x):
+        return self.layers(self.whiten(x)) * self.logit_scale
+
+
 # lesson 07, Start as an identity
 def identity_init(model):
     nn.init.zeros_(model.whiten.bias)
@@ -111,8 +149,9 @@ def identity_init(model):
 
 
 # lesson 07, Start as an identity
-def fast_model(images, whiten=True, identity=True):
-    model = FastNet().to(images.device, memory_format=torch.channels_last)
+def fast_model(images, net="FastNet", whiten=True, identity=True):
+    model = {"FastNet": FastNet, "CpuNet": CpuNet}[net]()
+    model = model.to(images.device, memory_format=torch.channels_last)
     if identity:
         identity_init(model)
     if whiten:
@@ -174,14 +213,15 @@ def train_fast(images, labels, recipe=FAST_RECIPE, seed=0, autocast_dtype=None,
                whiten=True, augment=True, identity=True):
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = fast_model(images, whiten, identity)
-    steps = recipe["epochs"] * (len(images) // recipe["batch_size"])
-    optimizer, scheduler = fast_optimizer(model, steps, recipe)
+    model = fast_model(images, recipe["net"], whiten, identity)
+    optimizer, scheduler = fast_optimizer(model, recipe["epochs"] * (len(images) // recipe["batch_size"]), recipe)
     images = mirror_half(images, generator) if augment else images
+    small = F.interpolate(images, size=recipe["low_res"], mode="bilinear", antialias=True)
     average = None
     for epoch in range(recipe["epochs"]):
         model.whiten.bias.requires_grad_(epoch < recipe["whiten_bias_epochs"])
-        x = random_crop(images.flip(3) if epoch % 2 else images, generator) if augment else images
+        x = small if epoch < recipe["low_res_epochs"] else images
+        x = random_crop(x.flip(3) if epoch % 2 else x, generator) if augment else x
         average = fast_epoch(model, x, labels, optimizer, scheduler, generator, recipe, autocast_dtype, average)
     return model
 
@@ -193,3 +233,31 @@ def predict_shifted(model, images, batch_size=250, autocast_dtype=None):
     views = [images, images[:, :, up_left][:, :, :, up_left], images[:, :, down_right][:, :, :, down_right]]
     scores = [predict(model, v, batch_size, autocast_dtype) for v in views]
     return (2 * scores[0] + scores[1] + scores[2]) / 4
+
+
+# lesson 07, Timing: warm up first, then several seeds
+def evaluate(model, images, labels, views=6, autocast_dtype=None):
+    if views == 6:
+        scores = predict_shifted(model, images, autocast_dtype=autocast_dtype)
+    else:
+        scores = predict(model, images, autocast_dtype=autocast_dtype, mirror=views == 2)
+    return accuracy(scores, labels)
+
+
+# lesson 07, What each ingredient contributes
+ABLATION = {"no whitening": dict(whiten=False), "no crops or flips": dict(augment=False),
+            "no identity initialisation": dict(identity=False),
+            "no label smoothing": dict(recipe=dict(label_smoothing=0.0)),
+            "no weight averaging": dict(recipe=dict(lookahead_from=1)),
+            "no low-resolution epochs": dict(recipe=dict(low_res_epochs=0))}
+
+
+# lesson 07, What each ingredient contributes
+def ablation_rows(recipe):
+    rows = {}
+    for name, row in ABLATION.items():
+        switches = {key: value for key, value in row.items() if key != "recipe"}
+        changed = dict(recipe, **row.get("recipe", {}))
+        if switches or changed != recipe:
+            rows[name] = dict(switches, recipe=changed)
+    return rows
