@@ -239,7 +239,7 @@ def test_cpu_net_takes_any_size_and_starts_as_an_identity():
     for conv in (m for m in net.layers.modules() if isinstance(m, torch.nn.Conv2d)):
         x = torch.randn(1, conv.in_channels, 5, 5)
         assert torch.allclose(conv(x)[:, :conv.in_channels], x, atol=1e-6)
-    assert isinstance(workshop.fast.fast_model(torch.randn(64, 3, 32, 32), "CpuNet"), workshop.fast.CpuNet)
+    assert isinstance(workshop.fast.fast_model(torch.randn(64, 3, 32, 32), workshop.fast.FAST_RECIPE_CPU), workshop.fast.CpuNet)
 
 
 def test_ablation_rows_switch_off_one_ingredient_each():
