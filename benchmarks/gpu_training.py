@@ -128,7 +128,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"default: the recipe's ({workshop.fast.FAST_RECIPE['epochs']}; with --quick, "
                              f"{workshop.fast.FAST_RECIPE_SHORT['epochs']})")
-    parser.add_argument("--quick", action="store_true", help="lesson 07's shortened CPU run")
+    parser.add_argument("--quick", action="store_true", help="lesson 07's rehearsal (a smoke test)")
     parser.add_argument("--train-images", type=int, default=None,
                         help="train on the first N images only (a smoke test, not a measurement)")
     parser.add_argument("--test-images", type=int, default=None, help="score the first N test images only")

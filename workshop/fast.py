@@ -37,7 +37,7 @@ FAST_RECIPE_CPU = dict(FAST_RECIPE, net="CpuNet", widths=(24, 96, 192, 384), epo
 
 
 # lesson 07, On a CPU: all 50,000 images, a network shaped for two cores
-FAST_RECIPE_CPU_FLOAT32 = dict(FAST_RECIPE_CPU, widths=(16, 64, 128, 256), epochs=6, low_res_epochs=4)
+FAST_RECIPE_CPU_FLOAT32 = dict(FAST_RECIPE_CPU, widths=(16, 64, 128, 256), epochs=5, low_res_epochs=3)
 
 
 # lesson 07, On a CPU: all 50,000 images, a network shaped for two cores
