@@ -2,7 +2,7 @@
 """The tutorial's recipe against the workshop's, trained one after the other on this CPU.
 
     python benchmarks/cpu_training.py [--epochs N] [--tutorial-epochs N] [--float32] [--fast]
-    python benchmarks/cpu_training.py --ablation results/ablation-cpu.json [--seeds 0 1 2]
+    python benchmarks/cpu_training.py --ablation results/cpu-ablation.json [--seeds 0 1 2]
 
 1. Tutorial: PyTorch's "Training a Classifier" as written: its network, ToTensor + Normalize(0.5),
    a DataLoader with batch size 4, shuffle and 2 workers, SGD lr 0.001 momentum 0.9, 2 epochs.
@@ -17,7 +17,7 @@
    where the CPU computes bfloat16 natively, else FAST_RECIPE_CPU_FLOAT32.
 
 --ablation FILE trains lesson 07's CPU path once per seed, then once per seed with each row of
-lesson 07's ABLATION switched off, scores the full runs' models with 2 and 1 test views too, and
+lesson 07's ablation_rows switched off, scores the full runs' models with 2 and 1 test views too, and
 writes every accuracy with its mean and spread to FILE (after each seed, so an interrupted run
 keeps what it measured). Lesson 07 plots that file.
 
