@@ -10,7 +10,7 @@ channels_last and cudnn.benchmark, and first trains once untimed so that cuDNN's
 choice and memory allocation are not counted, as the published speed-runs do. Training seconds
 run from building the model to the last step, after torch.cuda.synchronize(); the data is
 already normalised on the device. Test accuracy averages six views of each test image (mirror
-and one-pixel shifts, workshop.fast.predict_shifted), as lesson 07 does.
+and one-pixel shifts, workshop.fast.evaluate with 6 views), as lesson 07 does.
 
 --quick trains lesson 07's rehearsal (FAST_RECIPE_SHORT: CpuNet, 4,000 images, 2 epochs, 1,000
 test images): a smoke test, not a measurement. The last line printed is one JSON object.
@@ -168,8 +168,7 @@ def main():
         model = workshop.fast.train_fast(train_x, train_y, recipe, seed=seed, autocast_dtype=amp_dtype)
         workshop.gpu.synchronize(device)
         seconds.append(time.perf_counter() - start)
-        scores = workshop.fast.predict_shifted(model, test_images, autocast_dtype=amp_dtype)
-        accs.append(workshop.training.accuracy(scores, test_labels))
+        accs.append(workshop.fast.evaluate(model, test_images, test_labels, 6, amp_dtype))
         print(f"seed {seed}: test accuracy {accs[-1]:.4f} in {seconds[-1]:.2f} s", flush=True)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else reason
     result = {"device": name, "torch": torch.__version__, "seeds": args.seeds,
