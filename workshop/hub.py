@@ -16,12 +16,14 @@ What JupyterHub is told (configure()):
   login by prepare_home(), whose home (mode 700) holds the attendee's copies of the lessons, made
   as that account, once, never overwritten;
 - each server runs as that account: SystemdSpawner (a unit with a memory and CPU limit) where
-  systemd runs, else JupyterHub's LocalProcessSpawner (no memory limit: said at start);
+  systemd runs, else JupyterHub's LocalProcessSpawner (no memory limit: said at start), which
+  here also ends any process of the account left behind when its server stops;
 - a bounded number of threads per attendee, so a full room shares the cores;
 - jupyterhub-idle-culler stops idle servers (their files stay); the instructor is an admin who
   sees who is logged in and may open any attendee's server.
 """
 import argparse
+import asyncio
 import importlib.util
 import json
 import os
@@ -93,6 +95,48 @@ class AttendeeSpawner(LocalProcessSpawner):
         entry = pwd.getpwnam(account_of(self.user.name))
         env.update(USER=entry.pw_name, HOME=entry.pw_dir, SHELL=entry.pw_shell or "/bin/bash")
         return env
+
+    async def stop(self, now=False):
+        """Stop the server, then whatever of its account outlived it. A kernel that was starting
+        as its server stopped is not among the kernels the server shuts down: it would run on,
+        alone. (SystemdSpawner stops a server's whole unit, so it needs no such step.)"""
+        await super().stop(now=now)
+        uid = pwd.getpwnam(account_of(self.user.name)).pw_uid
+        left = processes_of(uid)
+        if left:
+            self.log.info("%s's server stopped; ending %d process(es) of its account left behind",
+                          self.user.name, len(left))
+            if not await end_processes(uid):
+                self.log.warning("processes of %s did not end: %s", account_of(self.user.name),
+                                 processes_of(uid))
+
+
+def processes_of(uid):
+    """The ids of the processes running as `uid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                found.append(int(entry.name))
+        except OSError:                           # it ended while we looked
+            pass
+    return found
+
+
+async def end_processes(uid, wait=5.0):
+    """SIGTERM every process of `uid`, then SIGKILL what is left after `wait` seconds; True when
+    none is left (bounded: at most twice `wait`)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in processes_of(uid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        for _ in range(int(wait / 0.1)):
+            if not processes_of(uid):
+                return True
+            await asyncio.sleep(0.1)
+    return not processes_of(uid)
 
 
 def run_as(account, command):
