@@ -36,6 +36,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from workshop.hub import processes_of
+
 REPO = Path(__file__).resolve().parent.parent
 LESSONS = ("02-data.ipynb", "05-training-on-cpu.ipynb")
 
@@ -162,13 +164,9 @@ class Attendee:
 def memory_of(uid):
     """(PSS, RSS) in bytes of every process of account `uid`, from /proc."""
     pss = rss = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for pid in processes_of(uid):
         try:
-            if proc.stat().st_uid != uid:
-                continue
-            for line in (proc / "smaps_rollup").read_text().splitlines():
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     pss += int(line.split()[1]) * 1024
                 elif line.startswith("Rss:"):
