@@ -32,7 +32,7 @@ FAST_RECIPE = dict(
 
 
 # lesson 07, On a CPU: all 50,000 images, a network shaped for two cores
-FAST_RECIPE_CPU = dict(FAST_RECIPE, net="CpuNet", widths=(16, 64, 128, 256), epochs=8, batch_size=512, lr=1.0,
+FAST_RECIPE_CPU = dict(FAST_RECIPE, net="CpuNet", widths=(32, 64, 128, 256), epochs=8, batch_size=512, lr=1.0,
                        label_smoothing=0.1, whiten_bias_epochs=1, low_res_epochs=2, low_res=20)
 
 
@@ -115,8 +115,8 @@ class FastNet(nn.Module):
 
 
 # lesson 07, On a CPU, a network shaped for two cores
-def cpu_block(c_in, c_out, pool=True, second=False):
-    layers = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)]
+def cpu_block(c_in, c_out, pool=True, second=False, stride=1):
+    layers = [nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1, bias=False)]
     layers += [nn.MaxPool2d(2)] if pool else []
     layers += [fast_norm(c_out), nn.ReLU()]
     if second:
@@ -126,15 +126,16 @@ def cpu_block(c_in, c_out, pool=True, second=False):
 
 # lesson 07, On a CPU, a network shaped for two cores
 class CpuNet(nn.Module):
-    def __init__(self, widths=(16, 64, 128, 256), logit_scale=1 / 9):
+    def __init__(self, widths=(32, 64, 128, 256), logit_scale=1 / 9):
         super().__init__()
         self.whiten = nn.Conv2d(3, 24, kernel_size=2)
         self.layers = nn.Sequential(
-            nn.ReLU(),
-            cpu_block(24, widths[0]),                     # 31 -> 15 pixels
-            cpu_block(widths[0], widths[1]),              # 15 -> 7
-            cpu_block(widths[1], widths[2], second=True),  # 7 -> 3, then a second convolution
-            cpu_block(widths[2], widths[3], pool=False),  # 3
+            nn.ReLU(inplace=True),
+            cpu_block(24, widths[0], pool=False, stride=2),  # 31 -> 16 pixels
+            cpu_block(widths[0], widths[1]),                 # 16 -> 8
+            cpu_block(widths[1], widths[2], second=True),    # 8 -> 4, then a second convolution
+            nn.MaxPool2d(2),                                 # 4 -> 2
+            cpu_block(widths[2], widths[3], pool=False),     # 2
             nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(widths[3], 10, bias=False),
         )
         self.logit_scale = logit_scale
