@@ -229,17 +229,19 @@ def test_random_crop_works_at_the_low_resolution(small_data):
 
 
 def test_cpu_net_takes_any_size_and_starts_as_an_identity():
-    """CpuNet: 10 scores from 32x32 and 24x24 images (the low-resolution epochs), lesson 07's
-    frozen batch-norm scales, and convolutions that pass their input through after identity_init
-    (as many channels as they have filters: the first has 16 for the whitening layer's 24)."""
+    """CpuNet: 10 scores from 32x32, 24x24 and 20x20 images (the low-resolution epochs), lesson
+    07's frozen batch-norm scales, and convolutions that pass their input through after
+    identity_init (as many channels as they have filters; the strided first one every second pixel)."""
     net = workshop.fast.CpuNet().eval()
-    assert all(tuple(net(torch.randn(2, 3, s, s)).shape) == (2, 10) for s in (32, 24))
+    assert all(tuple(net(torch.randn(2, 3, s, s)).shape) == (2, 10) for s in (32, 24, 20))
     norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(norms) == 5 and all(not m.weight.requires_grad for m in norms)
     workshop.fast.identity_init(net)
     for conv in (m for m in net.layers.modules() if isinstance(m, torch.nn.Conv2d)):
         x, kept = torch.randn(1, conv.in_channels, 5, 5), min(conv.in_channels, conv.out_channels)
-        assert torch.allclose(conv(x)[:, :kept], x[:, :kept], atol=1e-6)
+        step = conv.stride[0]
+        assert torch.allclose(conv(x)[:, :kept], x[:, :kept, ::step, ::step], atol=1e-6)
+    assert [m.stride for m in net.layers.modules() if isinstance(m, torch.nn.Conv2d)][0] == (2, 2)
     assert isinstance(workshop.fast.fast_model(torch.randn(64, 3, 32, 32), workshop.fast.FAST_RECIPE_CPU), workshop.fast.CpuNet)
 
 

@@ -134,8 +134,7 @@ class CpuNet(nn.Module):
             cpu_block(24, widths[0], pool=False, stride=2),  # 31 -> 16 pixels
             cpu_block(widths[0], widths[1]),                 # 16 -> 8
             cpu_block(widths[1], widths[2], second=True),    # 8 -> 4, then a second convolution
-            nn.MaxPool2d(2),                                 # 4 -> 2
-            cpu_block(widths[2], widths[3], pool=False),     # 2
+            nn.MaxPool2d(2), cpu_block(widths[2], widths[3], pool=False),  # 4 -> 2
             nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(widths[3], 10, bias=False),
         )
         self.logit_scale = logit_scale
